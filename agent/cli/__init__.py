@@ -1,0 +1,1 @@
+"""``otactl``: one module per subcommand, registered in :mod:`agent.cli.main`."""

@@ -1,0 +1,1 @@
+"""The virtual vehicle and backend for bench tests and the demo."""

@@ -1,0 +1,8 @@
+"""The bench CAN bus: a lossless, cross-process CAN transport without kernel CAN.
+
+``hub`` relays frames between processes over Unix stream sockets (one socket
+per channel) in one total order, like a bus; ``interface`` is the python-can
+``BusABC`` (interface name ``benchhub``) that processes open with
+``can.Bus(interface="benchhub", channel=...)``. On a board the same vehicle
+config uses ``interface: socketcan`` and ``channel: can0``.
+"""

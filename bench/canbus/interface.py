@@ -1,0 +1,112 @@
+"""python-can interface ``benchhub``: a CAN bus carried by the bench hub.
+
+Registered under the ``can.interface`` entry point, so any python-can user
+(can-isotp, cantools, ``python -m can.logger``) opens it with
+``can.Bus(interface="benchhub", channel="powertrain")``.
+
+Why not a stock interface: ``virtual`` stays inside one process,
+``udp_multicast`` drops frames under unpaced bursts (no flow control), and
+``socketcand`` needs a kernel CAN device behind the daemon and has no CAN FD.
+The hub relays over Unix stream sockets, so nothing is lost and every node
+sees frames in one order, as on a real bus.
+"""
+
+from __future__ import annotations
+
+import collections
+import select
+import socket
+import threading
+import time
+from typing import Any
+
+import can
+from can.bus import BusABC, CanProtocol
+
+from bench.canbus import wire
+from bench.canbus.paths import socket_path
+
+
+class BenchHubBus(BusABC):
+    """A node on a bench hub channel."""
+
+    def __init__(
+        self,
+        channel: str,
+        can_filters: can.typechecking.CanFilters | None = None,
+        receive_own_messages: bool = False,
+        fd: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        path = socket_path(str(channel))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+        except OSError as e:
+            sock.close()
+            raise can.CanInitializationError(
+                f"bench bus {channel!r}: no hub at {path} ({e.strerror}); "
+                "start the bench first (otactl bench ecus / otactl bench bus)"
+            ) from e
+        self._sock = sock
+        self._send_lock = threading.Lock()
+        self._inbox: collections.deque[bytes] = collections.deque()
+        self._buffer = bytearray()
+        self._receive_own = receive_own_messages
+        self._own: collections.deque[can.Message] = collections.deque()
+        self.channel = str(channel)
+        self.channel_info = f"bench hub {channel} ({path})"
+        self._can_protocol = CanProtocol.CAN_FD if fd else CanProtocol.CAN_20
+        super().__init__(channel=channel, can_filters=can_filters, **kwargs)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
+        if self._own:
+            return self._own.popleft(), False
+        if not self._inbox:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._inbox:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready, _, _ = select.select([self._sock], [], [], remaining)
+                if not ready:
+                    return None, False
+                try:
+                    chunk = self._sock.recv(262144)
+                except OSError as e:
+                    raise can.CanOperationError(f"bench bus {self.channel!r}: {e}") from e
+                if not chunk:
+                    raise can.CanOperationError(f"bench bus {self.channel!r}: hub closed the connection")
+                self._buffer += chunk
+                try:
+                    self._inbox.extend(wire.split(self._buffer))
+                except ValueError as e:
+                    raise can.CanOperationError(str(e)) from e
+                if deadline is not None and time.monotonic() >= deadline and not self._inbox:
+                    return None, False
+        record = self._inbox.popleft()
+        return wire.decode(record, channel=self.channel, timestamp=time.time()), False
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        if msg.is_fd and self._can_protocol is not CanProtocol.CAN_FD:
+            raise can.CanOperationError("CAN FD frame on a bus opened without fd=True")
+        msg.timestamp = time.time()
+        record = wire.encode(msg)
+        with self._send_lock:
+            try:
+                self._sock.sendall(record)
+            except OSError as e:
+                raise can.CanOperationError(f"bench bus {self.channel!r}: {e}") from e
+        if self._receive_own:
+            own = wire.decode(record, channel=self.channel)
+            own.is_rx = False
+            self._own.append(own)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()

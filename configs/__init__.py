@@ -1,0 +1,1 @@
+"""Example and bench configuration; shipped as package data."""

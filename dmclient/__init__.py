@@ -1,0 +1,1 @@
+"""ota-dmclient: network, trust, downloads and the package cache."""

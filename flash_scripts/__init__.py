@@ -1,0 +1,1 @@
+"""Flash sequences (YAML), one per ECU bootloader family; shipped as package data."""

@@ -1,0 +1,1 @@
+"""ota-hmi-agent: driver consent, progress and result display."""

@@ -1,0 +1,1 @@
+"""ota-system-agent: vehicle state, preconditions, OTA mode, power hold."""

@@ -1,0 +1,1 @@
+"""ota-update-agent: UDS over ISO-TP, flash scripts, ECU versions."""
