@@ -1,16 +1,23 @@
 """The bench hub: relays CAN frame records between processes, one channel per socket.
 
 Every record a node sends reaches every other node on the channel, whole and
-in one order, like arbitration on a real bus. Nothing is dropped: when a
-receiver falls behind (its socket buffer passes the high-water mark) the hub
-stops reading from every sender on that channel until it has drained, which
-is the flow control a real bus gives through arbitration.
+in one order, like arbitration on a real bus. Nothing is dropped for a node
+that reads: when a receiver falls behind (its socket buffer passes the
+high-water mark) the hub stops reading from every sender on that channel
+until it has drained, so a burst slows down instead of losing frames.
+
+A node that stops reading altogether (a send-only load generator, a hung
+process) must not stall the bus for everyone. After ``stall_limit`` seconds
+of congestion it is marked *overrun*, as a CAN controller whose receive FIFO
+overflows: frames for it are dropped and counted, with a warning, until it
+drains again; the other nodes carry on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -24,6 +31,7 @@ log = logging.getLogger(__name__)
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+STALL_LIMIT = 2.0  # s of congestion before a node counts as not reading
 
 
 class _Node(asyncio.Protocol):
@@ -31,12 +39,15 @@ class _Node(asyncio.Protocol):
         self.channel = channel
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
+        self.overrun = False
+        self.dropped = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
         self.channel.join(self)
+        transport.write(wire.WELCOME)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.channel.leave(self)
@@ -61,11 +72,12 @@ class _Node(asyncio.Protocol):
 
 
 class _Channel:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, stall_limit: float = STALL_LIMIT) -> None:
         self.name = name
+        self.stall_limit = stall_limit
         self.nodes: list[_Node] = []
         self._congested: set[_Node] = set()
-        self.frames = 0
+        self._stall_timers: dict[_Node, asyncio.TimerHandle] = {}
 
     def join(self, node: _Node) -> None:
         self.nodes.append(node)
@@ -80,10 +92,33 @@ class _Channel:
 
     def forward(self, sender: _Node, data: bytes) -> None:
         for node in self.nodes:
-            if node is not sender and node.transport is not None:
-                node.transport.write(data)
+            if node is sender or node.transport is None:
+                continue
+            if node.overrun:
+                node.dropped += 1
+                continue
+            node.transport.write(data)
 
     def congested(self, node: _Node, on: bool) -> None:
+        timer = self._stall_timers.pop(node, None)
+        if timer is not None:
+            timer.cancel()
+        if on:
+            self._stall_timers[node] = asyncio.get_running_loop().call_later(
+                self.stall_limit, self._overrun, node)
+        elif node.overrun:
+            node.overrun = False
+            log.warning("bench bus %s: node reads again after %d dropped writes", self.name, node.dropped)
+        self._set_congested(node, on)
+
+    def _overrun(self, node: _Node) -> None:
+        self._stall_timers.pop(node, None)
+        node.overrun = True
+        log.warning("bench bus %s: a node has not read for %.1f s; dropping its frames (overrun)",
+                    self.name, self.stall_limit)
+        self._set_congested(node, False)
+
+    def _set_congested(self, node: _Node, on: bool) -> None:
         was = bool(self._congested)
         if on:
             self._congested.add(node)
@@ -104,8 +139,8 @@ class _Channel:
 class Hub:
     """Serve bench bus channels from an asyncio loop."""
 
-    def __init__(self, channels: Iterable[str]) -> None:
-        self.channels = {name: _Channel(name) for name in channels}
+    def __init__(self, channels: Iterable[str], *, stall_limit: float = STALL_LIMIT) -> None:
+        self.channels = {name: _Channel(name, stall_limit) for name in channels}
         self._servers: list[asyncio.AbstractServer] = []
         self.paths: dict[str, Path] = {}
 
@@ -116,7 +151,7 @@ class Hub:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            server = await loop.create_unix_server(lambda c=channel: _Node(c), str(path))
+            server = await loop.create_unix_server(functools.partial(_Node, channel), str(path))
             os.chmod(path, 0o660)
             self._servers.append(server)
             self.paths[name] = path
@@ -139,8 +174,8 @@ class Hub:
 class HubThread:
     """A hub running on its own event loop thread, for embedding in a process."""
 
-    def __init__(self, channels: Iterable[str]) -> None:
-        self.hub = Hub(channels)
+    def __init__(self, channels: Iterable[str], *, stall_limit: float = STALL_LIMIT) -> None:
+        self.hub = Hub(channels, stall_limit=stall_limit)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None

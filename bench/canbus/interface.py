@@ -14,6 +14,7 @@ sees frames in one order, as on a real bus.
 from __future__ import annotations
 
 import collections
+import contextlib
 import select
 import socket
 import threading
@@ -36,16 +37,18 @@ class BenchHubBus(BusABC):
         can_filters: can.typechecking.CanFilters | None = None,
         receive_own_messages: bool = False,
         fd: bool = False,
+        join_timeout: float = 10.0,
         **kwargs: Any,
     ) -> None:
         path = socket_path(str(channel))
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(str(path))
+            _await_welcome(sock, join_timeout)
         except OSError as e:
             sock.close()
             raise can.CanInitializationError(
-                f"bench bus {channel!r}: no hub at {path} ({e.strerror}); "
+                f"bench bus {channel!r}: no hub at {path} ({e.strerror or e}); "
                 "start the bench first (otactl bench ecus / otactl bench bus)"
             ) from e
         self._sock = sock
@@ -105,8 +108,24 @@ class BenchHubBus(BusABC):
 
     def shutdown(self) -> None:
         super().shutdown()
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._sock.close()
+
+
+def _await_welcome(sock: socket.socket, timeout: float) -> None:
+    """Block until the hub confirms the node has joined the channel."""
+    sock.settimeout(timeout)
+    got = b""
+    try:
+        while len(got) < len(wire.WELCOME):
+            chunk = sock.recv(len(wire.WELCOME) - len(got))
+            if not chunk:
+                raise ConnectionError("hub closed the connection during the join")
+            got += chunk
+    except TimeoutError as e:
+        raise TimeoutError(f"hub did not confirm the join within {timeout} s") from e
+    finally:
+        sock.settimeout(None)
+    if got != wire.WELCOME:
+        raise ConnectionError(f"not a bench hub (greeting {got!r})")

@@ -12,6 +12,9 @@ import struct
 
 import can
 
+#: sent by the hub to a node once it has joined the channel; the node's
+#: constructor waits for it, so a bus is on the channel when ``can.Bus()`` returns
+WELCOME = b"OTAHUB1\n"
 HEADER = struct.Struct("<BIdB")
 MAX_DATA = 64
 
