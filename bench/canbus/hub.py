@@ -6,6 +6,14 @@ that reads: when a receiver falls behind (its socket buffer passes the
 high-water mark) the hub stops reading from every sender on that channel
 until it has drained, so a burst slows down instead of losing frames.
 
+With a ``bitrate`` the hub also emulates the wire: each frame occupies the
+bus for its exact bit time (:mod:`bench.canbus.bittime`), a frame is
+delivered when its last bit has been sent, and when several nodes have frames
+waiting the lowest identifier wins arbitration. A sender whose transmit queue
+is full is paused, as a controller with no free mailbox. Timing runs on the
+event loop's clock with batch release, so the long-run rate is exact and a
+single frame may arrive up to a timer tick (about 1 ms) late.
+
 A node that stops reading altogether (a send-only load generator, a hung
 process) must not stall the bus for everyone. After ``stall_limit`` seconds
 of congestion it is marked *overrun*, as a CAN controller whose receive FIFO
@@ -16,6 +24,7 @@ drains again; the other nodes carry on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -25,6 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bench.canbus import wire
+from bench.canbus.bittime import frame_time
 from bench.canbus.paths import socket_path
 
 log = logging.getLogger(__name__)
@@ -32,6 +42,7 @@ log = logging.getLogger(__name__)
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 STALL_LIMIT = 2.0  # s of congestion before a node counts as not reading
+TX_QUEUE = 64  # frames a node may have waiting for the emulated wire before it is paused
 
 
 class _Node(asyncio.Protocol):
@@ -41,6 +52,9 @@ class _Node(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.overrun = False
         self.dropped = 0
+        #: frames waiting for the emulated wire: (arbitration key, wire seconds, arrival, record)
+        self.tx: collections.deque[tuple[tuple[int, int], float, float, bytes]] = collections.deque()
+        self.tx_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -62,7 +76,7 @@ class _Node(asyncio.Protocol):
             self.transport.close()
             return
         if records:
-            self.channel.forward(self, b"".join(records))
+            self.channel.submit(self, records)
 
     def pause_writing(self) -> None:
         self.channel.congested(self, True)
@@ -72,9 +86,17 @@ class _Node(asyncio.Protocol):
 
 
 class _Channel:
-    def __init__(self, name: str, stall_limit: float = STALL_LIMIT) -> None:
+    def __init__(self, name: str, stall_limit: float = STALL_LIMIT, bitrate: int | None = None,
+                 data_bitrate: int | None = None) -> None:
         self.name = name
         self.stall_limit = stall_limit
+        self.bitrate = bitrate
+        self.data_bitrate = data_bitrate
+        self.frames = 0
+        self.busy_seconds = 0.0
+        self._bus_free_at = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._on_wire: _Node | None = None
         self.nodes: list[_Node] = []
         self._congested: set[_Node] = set()
         self._stall_timers: dict[_Node, asyncio.TimerHandle] = {}
@@ -88,7 +110,70 @@ class _Channel:
     def leave(self, node: _Node) -> None:
         if node in self.nodes:
             self.nodes.remove(node)
+        node.tx.clear()
         self.congested(node, False)
+
+    def submit(self, sender: _Node, records: list[bytes]) -> None:
+        """Frames from ``sender``: straight through, or onto the emulated wire."""
+        if self.bitrate is None:
+            self.frames += len(records)
+            self.forward(sender, b"".join(records))
+            return
+        now = asyncio.get_running_loop().time()
+        for record in records:
+            msg = wire.decode(record)
+            key = ((msg.arbitration_id >> 18) if msg.is_extended_id else msg.arbitration_id,
+                   1 if msg.is_extended_id else 0)
+            sender.tx.append((key, frame_time(msg, self.bitrate, self.data_bitrate), now, record))
+        if len(sender.tx) >= TX_QUEUE and not sender.tx_paused and sender.transport is not None:
+            sender.tx_paused = True
+            sender.transport.pause_reading()
+        if self._timer is None:
+            self._pump()
+
+    def _next_frame(self) -> _Node | None:
+        """The node whose head frame takes the wire next, and the instant it starts (in ``_bus_free_at``).
+
+        Frames that had arrived when the bus went free arbitrate: the lowest
+        identifier wins. If none had, the bus idled until the earliest arrival.
+        """
+        waiting = [n for n in self.nodes if n.tx]
+        if not waiting:
+            return None
+        ready = [n for n in waiting if n.tx[0][2] <= self._bus_free_at]
+        if not ready:
+            first = min(n.tx[0][2] for n in waiting)
+            self._bus_free_at = first
+            ready = [n for n in waiting if n.tx[0][2] <= first]
+        return min(ready, key=lambda n: n.tx[0][0])
+
+    def _pump(self) -> None:
+        """Put waiting frames on the wire, in arbitration order, up to the present."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while True:
+            # a frame that has started on the wire keeps it: arbitration is over
+            winner = self._on_wire if self._on_wire is not None and self._on_wire.tx else self._next_frame()
+            if winner is None:
+                self._on_wire = None
+                return
+            _, seconds, _, record = winner.tx[0]
+            end = self._bus_free_at + seconds
+            if end > now:
+                self._on_wire = winner
+                self._timer = loop.call_at(end, self._pump)
+                return
+            self._on_wire = None
+            winner.tx.popleft()
+            self._bus_free_at = end
+            self.frames += 1
+            self.busy_seconds += seconds
+            self.forward(winner, record)
+            if winner.tx_paused and len(winner.tx) < TX_QUEUE // 2 and winner.transport is not None:
+                winner.tx_paused = False
+                if not self._congested:
+                    winner.transport.resume_reading()
 
     def forward(self, sender: _Node, data: bytes) -> None:
         for node in self.nodes:
@@ -132,15 +217,22 @@ class _Channel:
                 continue
             if now:
                 n.transport.pause_reading()
-            else:
+            elif not n.tx_paused:
                 n.transport.resume_reading()
 
 
 class Hub:
-    """Serve bench bus channels from an asyncio loop."""
+    """Serve bench bus channels from an asyncio loop.
 
-    def __init__(self, channels: Iterable[str], *, stall_limit: float = STALL_LIMIT) -> None:
-        self.channels = {name: _Channel(name, stall_limit) for name in channels}
+    ``timing`` maps a channel to ``(bitrate, data_bitrate)`` for the channels
+    whose wire is emulated; the others relay as fast as the nodes go.
+    """
+
+    def __init__(self, channels: Iterable[str], *, stall_limit: float = STALL_LIMIT,
+                 timing: dict[str, tuple[int, int | None]] | None = None) -> None:
+        timing = timing or {}
+        self.channels = {name: _Channel(name, stall_limit, *timing.get(name, (None, None)))
+                         for name in channels}
         self._servers: list[asyncio.AbstractServer] = []
         self.paths: dict[str, Path] = {}
 
@@ -174,8 +266,9 @@ class Hub:
 class HubThread:
     """A hub running on its own event loop thread, for embedding in a process."""
 
-    def __init__(self, channels: Iterable[str], *, stall_limit: float = STALL_LIMIT) -> None:
-        self.hub = Hub(channels, stall_limit=stall_limit)
+    def __init__(self, channels: Iterable[str], *, stall_limit: float = STALL_LIMIT,
+                 timing: dict[str, tuple[int, int | None]] | None = None) -> None:
+        self.hub = Hub(channels, stall_limit=stall_limit, timing=timing)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -206,6 +299,11 @@ class HubThread:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+
+    def stats(self, channel: str) -> tuple[int, float]:
+        """(frames carried, seconds of emulated wire time) on ``channel`` so far."""
+        ch = self.hub.channels[channel]
+        return ch.frames, ch.busy_seconds
 
     def __enter__(self) -> HubThread:
         return self.start()
