@@ -19,17 +19,49 @@ def std(ident: int, data: bytes) -> can.Message:
     return can.Message(arbitration_id=ident, data=data, is_extended_id=False)
 
 
+def reference_stuff_count(bits: list[int]) -> int:
+    """Bit by bit, as a transmitter does it."""
+    count, run_bit, run = 0, -1, 0
+    for bit in bits:
+        run = run + 1 if bit == run_bit else 1
+        run_bit = bit
+        if run == 5:
+            count += 1
+            run_bit, run = 1 - bit, 1
+    return count
+
+
+def reference_crc15(bits: list[int]) -> int:
+    crc = 0
+    for bit in bits:
+        nxt = bit ^ ((crc >> 14) & 1)
+        crc = (crc << 1) & 0x7FFF
+        if nxt:
+            crc ^= 0x4599
+    return crc
+
+
+def as_bits(value: int, width: int) -> list[int]:
+    return [(value >> (width - 1 - i)) & 1 for i in range(width)]
+
+
 def test_stuffing_counts_runs_of_five_including_the_stuff_bit() -> None:
-    assert stuff_count([0] * 4) == 0
-    assert stuff_count([0] * 5) == 1
+    assert stuff_count(0b0000, 4) == 0
+    assert stuff_count(0b00000, 5) == 1
     # 00000 -> stuff 1, then 1111 with the stuff bit makes five ones -> second stuff bit
-    assert stuff_count([0, 0, 0, 0, 0, 1, 1, 1, 1]) == 2
-    assert stuff_count([0, 1] * 20) == 0
+    assert stuff_count(0b000001111, 9) == 2
+    assert stuff_count(int("01" * 20, 2), 40) == 0
 
 
-def test_crc15_of_the_empty_stream_and_a_known_bit() -> None:
-    assert crc15([]) == 0
-    assert crc15([1]) == 0x4599
+@given(st.integers(1, 200).flatmap(lambda w: st.tuples(st.integers(0, (1 << w) - 1), st.just(w))))
+def test_stuffing_and_crc_agree_with_bit_by_bit_reference(case: tuple[int, int]) -> None:
+    value, width = case
+    assert stuff_count(value, width) == reference_stuff_count(as_bits(value, width))
+    assert crc15(value, width) == reference_crc15(as_bits(value, width))
+
+
+def test_crc15_of_a_single_one_bit() -> None:
+    assert crc15(1, 1) == 0x4599
 
 
 def test_classic_frame_without_stuffing_is_111_bits() -> None:
