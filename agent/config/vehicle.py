@@ -10,6 +10,7 @@ the bench, the simulated ECUs (each ECU's optional ``sim:`` section). Only
 from __future__ import annotations
 
 import importlib
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,10 +134,20 @@ class EcuConfig:
 
 
 @dataclass(frozen=True)
+class VersionFramesConfig:
+    """Passive version collection: the DBC describing the ECUs' version broadcast frames."""
+
+    dbc: Path  # resolved against the config file's directory
+    listen: float = 1.0  # s to wait for every broadcasting ECU's frame
+
+
+@dataclass(frozen=True)
 class VehicleConfig:
     source: str
     buses: dict[str, BusConfig]
     ecus: dict[str, EcuConfig]
+    #: ``version_frames:`` section; None when no ECU broadcasts its versions
+    version_frames: VersionFramesConfig | None = None
 
     def ecu(self, name: str) -> EcuConfig:
         try:
@@ -171,9 +182,21 @@ def load_vehicle_config(path: str | Path) -> VehicleConfig:
     buses = {name: _bus(name, node) for name, node in root.children("buses")}
     ecus = {name: _ecu(name, node, buses) for name, node in root.children("ecus")}
     root.raw("bench", None)  # bench-wide settings, read by bench/
+    frames = _version_frames(root.child("version_frames")) if root.has("version_frames") else None
     root.done()
     _check_unique_ids(root, ecus)
-    return VehicleConfig(source=root.source, buses=buses, ecus=ecus)
+    return VehicleConfig(source=root.source, buses=buses, ecus=ecus, version_frames=frames)
+
+
+def _version_frames(node: Node) -> VersionFramesConfig:
+    dbc = Path(node.get("dbc", str))
+    if not dbc.is_absolute():
+        dbc = Path(node.source).parent / dbc
+    if not dbc.is_file():
+        raise node.error(f"DBC file {str(dbc)!r} does not exist", "dbc")
+    cfg = VersionFramesConfig(dbc=dbc, listen=node.number("listen", 1.0, minimum=0.01, maximum=60.0))
+    node.done()
+    return cfg
 
 
 def _bus(name: str, node: Node) -> BusConfig:
@@ -302,7 +325,7 @@ def _memory(node: Node) -> MemoryConfig:
     if not mem.regions:
         raise node.error("at least one writable region is needed", "regions")
     ordered = sorted(mem.regions, key=lambda r: r.start)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in itertools.pairwise(ordered):
         if b.start < a.end:
             raise node.error(f"regions {a.name!r} and {b.name!r} overlap", "regions")
     limit = 1 << (8 * mem.address_bytes)

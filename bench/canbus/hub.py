@@ -23,12 +23,17 @@ drains again; the other nodes carry on.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import contextlib
+import ctypes
 import functools
 import logging
 import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -310,3 +315,97 @@ class HubThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class HubProcess:
+    """A hub in a child process of its own, so it never competes for its owner's GIL.
+
+    The child asks the kernel to end it when its parent dies (``PR_SET_PDEATHSIG``),
+    so a killed bench leaves no hub behind.
+    """
+
+    def __init__(self, channels: Iterable[str], *, stall_limit: float = STALL_LIMIT,
+                 timing: dict[str, tuple[int, int | None]] | None = None) -> None:
+        self.channels = list(channels)
+        self._args = [sys.executable, "-m", "bench.canbus.hub", "--stall-limit", str(stall_limit)]
+        for name in self.channels:
+            self._args += ["--channel", name]
+        for name, (bitrate, data_bitrate) in (timing or {}).items():
+            self._args += ["--timing", f"{name}={bitrate}" + (f":{data_bitrate}" if data_bitrate else "")]
+        self._proc: subprocess.Popen[str] | None = None
+
+    def start(self, timeout: float = 30.0) -> HubProcess:
+        self._proc = subprocess.Popen(self._args, stdout=subprocess.PIPE, text=True,
+                                      preexec_fn=_die_with_parent)
+        ready = threading.Event()
+        line: list[str] = []
+
+        def read() -> None:
+            assert self._proc is not None and self._proc.stdout is not None
+            line.append(self._proc.stdout.readline())
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(timeout) or not line[0].startswith("hub ready"):
+            self.stop()
+            raise TimeoutError(f"bench hub did not start within {timeout} s: {line[0] if line else ''!r}")
+        return self
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def __enter__(self) -> HubProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _parse_timing(spec: str) -> tuple[str, tuple[int, int | None]]:
+    name, _, rates = spec.partition("=")
+    bitrate, _, data = rates.partition(":")
+    return name, (int(bitrate), int(data) if data else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.canbus.hub", description="Run the bench CAN hub.")
+    parser.add_argument("--channel", action="append", required=True, help="channel to serve (repeatable)")
+    parser.add_argument("--timing", action="append", default=[], metavar="CHANNEL=BITRATE[:DATA_BITRATE]",
+                        help="emulate the wire of a channel at this bitrate")
+    parser.add_argument("--stall-limit", type=float, default=STALL_LIMIT)
+    args = parser.parse_args(argv)
+    timing = dict(_parse_timing(spec) for spec in args.timing)
+
+    async def serve() -> None:
+        hub = Hub(args.channel, stall_limit=args.stall_limit, timing=timing)
+        await hub.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"hub ready: {','.join(args.channel)}", flush=True)
+        await stop.wait()
+        await hub.stop()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
