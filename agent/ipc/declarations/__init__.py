@@ -1,0 +1,1 @@
+"""Per-daemon protocol declarations; :mod:`agent.ipc.protocol` lists them all in one registry."""
