@@ -1,0 +1,55 @@
+"""Flash one ECU of a vehicle: config, flash script, image and bus put together.
+
+Everything that can be refused without the bus is refused first (unknown ECU,
+script for the wrong bank layout, image outside the memory map), so a bad
+input never puts a byte on the bus.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from agent.config.vehicle import VehicleConfig
+from agent.errors import OtaError
+from update_agent.flashscript import load_flash_script
+from update_agent.images import FlashImage
+from update_agent.result import FlashResult
+from update_agent.sequencer import FlashSequencer, ProgressCallback
+from update_agent.uds.links import VehicleLinks
+from update_agent.uds.transport import StackFactory
+from update_agent.versions import read_ecu_versions
+
+log = logging.getLogger(__name__)
+
+
+def prepare(vehicle: VehicleConfig, ecu_name: str, image: FlashImage, *,
+            progress: ProgressCallback | None = None) -> FlashSequencer:
+    """The sequencer for ``ecu_name`` and ``image``, checked against the config before any bus I/O."""
+    ecu = vehicle.ecu(ecu_name)
+    script = load_flash_script(ecu.flash_script, Path(vehicle.source).parent)
+    return FlashSequencer(ecu=ecu, script=script, image=image, progress=progress)
+
+
+def flash_ecu(vehicle: VehicleConfig, ecu_name: str, image: FlashImage, *,
+              progress: ProgressCallback | None = None,
+              stack_factory: StackFactory | None = None) -> FlashResult:
+    """Run the ECU's flash script; the result says what happened (``result.error`` on failure).
+
+    Raises only for what stops the flash before it starts: bad input
+    (ConfigurationError) or a bus that cannot be opened (TransportError).
+    After a successful flash the version DIDs are read back into
+    ``result.versions_after`` (the software version inside the new image).
+    """
+    sequencer = prepare(vehicle, ecu_name, image, progress=progress)
+    with VehicleLinks(vehicle, stack_factory=stack_factory) as links:
+        session = links.session(sequencer.ecu)
+        result = sequencer.run(session)
+        if result.ok:
+            try:
+                found = read_ecu_versions(session, sequencer.ecu)
+            except OtaError as e:  # the flash is done; a failed read-back only leaves this empty
+                log.warning("%s: versions not read back after the flash: %s", ecu_name, e)
+            else:
+                result.versions_after = dict(found.values)
+        return result
