@@ -77,3 +77,39 @@ class VehicleStateError(OtaError):
     """The vehicle or an ECU is not in a state that allows the operation."""
 
     exit_code = 6
+
+
+class VehicleVersionError(ConfigurationError):
+    """A vehicle software version string that does not follow ``AA OS P S.X.Y<.Z><-T>``.
+
+    ``position`` is the 0-based index of the offending character in ``text``
+    (``len(text)`` when the string ends too early); ``expected`` says what the
+    grammar wanted there.
+    """
+
+    def __init__(self, text: str, position: int, expected: str, *, source: str | None = None,
+                 key: str | None = None) -> None:
+        self.text = text
+        self.position = position
+        self.expected = expected
+        found = "end of string" if position >= len(text) else repr(text[position])
+        super().__init__(
+            f"invalid vehicle version {text!r}: at index {position} ({found}): expected {expected}",
+            source=source, key=key)
+
+
+class BaselineFileError(ConfigurationError):
+    """A hardware or software baseline XML file that is unsafe, malformed or invalid.
+
+    ``line`` (1-based, None when unknown) and ``element`` (local name, None when
+    the fault is not inside an element) say where; ``reason`` says why.
+    """
+
+    def __init__(self, reason: str, *, source: str, line: int | None = None,
+                 element: str | None = None) -> None:
+        self.line = line
+        self.element = element
+        where = ", ".join(part for part in (
+            f"line {line}" if line is not None else None,
+            f"element <{element}>" if element else None) if part)
+        super().__init__(reason, source=source, key=where or None)

@@ -1,0 +1,96 @@
+"""Active + passive collection together: which reading counts per ECU, and what gets stored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import can
+import pytest
+from baselinekit import CONFIGS, write_config
+
+from agent.config.vehicle import VehicleConfig, load_vehicle_config
+from agent.errors import ConfigurationError
+from bench.canbus.hub import HubThread
+from bench.version_broadcast import VersionBroadcaster, load_dbc
+from update_agent.version_collection import collect
+from update_agent.version_reading import VersionReading
+from update_agent.version_store import VersionStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        self.now += 1.0  # every reading is later than the one before
+        return self.now
+
+
+@pytest.fixture
+def vehicle(tmp_path: Path, hub_dir: Path) -> VehicleConfig:
+    return load_vehicle_config(write_config(tmp_path / "vehicle.yaml"))
+
+
+@pytest.fixture
+def hub(hub_dir: Path) -> Iterator[HubThread]:
+    with HubThread(["powertrain", "body"]) as h:
+        yield h
+
+
+def fake_uds(answers: dict[str, VersionReading]) -> Any:
+    def active(vehicle: VehicleConfig, names: list[str], *, timeout: float | None,
+               clock: Any) -> dict[str, VersionReading]:
+        stamp = clock()
+        return {n: VersionReading(**{**answers[n].__dict__, "read_at": stamp}) for n in names}
+    return active
+
+
+def test_each_ecu_is_judged_by_its_newest_answered_reading(vehicle: VehicleConfig, hub: HubThread,
+                                                           tmp_path: Path) -> None:
+    db = load_dbc(CONFIGS / "bench-vehicle.dbc")
+    powertrain = can.Bus(interface="benchhub", channel="powertrain")
+    # engine broadcasts a newer version than UDS saw; brake broadcasts nothing; body is deaf to UDS
+    body_bus = can.Bus(interface="benchhub", channel="body")
+    casters = [VersionBroadcaster(powertrain, db, "ENGINE_VERSION", lambda: ("H1.0", "1.1.0"), period=0.02),
+               VersionBroadcaster(body_bus, db, "BODY_VERSION", lambda: ("H1.2", "2.0.0"), period=0.02)]
+    uds = fake_uds({
+        "engine": VersionReading("engine", "uds", 0, True, "H1.0", "1.0.0"),
+        "brake": VersionReading("brake", "uds", 0, True, "H2.1", "3.4.0"),
+        "body": VersionReading.not_answering("body", "uds", 0, "no response within 0.5 s"),
+    })
+    try:
+        for c in casters:
+            c.start()
+        with VersionStore.in_dir(tmp_path / "state") as store:
+            got = collect(vehicle, listen=0.5, store=store, clock=Clock(), active=uds)
+            stored = {e: store.history(e) for e in ("engine", "brake", "body")}
+    finally:
+        for c in casters:
+            c.stop()
+        powertrain.shutdown()
+        body_bus.shutdown()
+    used = {e: (r.source, r.answered, r.software_version) for e, r in got.readings.items()}
+    assert used == {"engine": ("can-frame", True, "1.1.0"),  # newer than the UDS read
+                    "brake": ("uds", True, "3.4.0"),  # no frame heard: the UDS answer counts
+                    "body": ("can-frame", True, "2.0.0")}  # UDS silent, frame heard
+    assert not got.by_source["can-frame"]["brake"].answered
+    assert got.by_source["can-frame"]["brake"].detail == "no version frame within 0.5 s"
+    assert "engine: can-frame says software version 1.1.0, uds says 1.0.0; using the newer (can-frame)" \
+        in got.notes
+    # both sources of every ECU are in the store, the silent ones too
+    assert {r.source for r in stored["body"]} == {"uds", "can-frame"}
+    assert [r.answered for r in stored["brake"] if r.source == "can-frame"] == [False]
+
+
+def test_unknown_ecu_name_is_a_configuration_error(vehicle: VehicleConfig) -> None:
+    with pytest.raises(ConfigurationError, match="unknown ECU 'gateway'"):
+        collect(vehicle, ecus=["gateway"], passive=False, active=fake_uds({}))
+
+
+def test_no_hub_means_frames_are_noted_not_fatal(vehicle: VehicleConfig) -> None:
+    uds = fake_uds({n: VersionReading(n, "uds", 0, True, "H", "1") for n in ("engine", "brake", "body")})
+    got = collect(vehicle, listen=0.1, active=uds, clock=Clock())
+    assert {r.source for r in got.readings.values()} == {"uds"}
+    assert any(n.startswith("version frames on bus powertrain:") for n in got.notes)
