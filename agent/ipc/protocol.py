@@ -12,6 +12,11 @@ module                                         declares
                                                (served by every daemon)
 :mod:`agent.ipc.declarations.dmclient`         ``dmclient.*`` (ota-dmclient)
 :mod:`agent.ipc.declarations.dmclient_check`   ``dmclient.check`` (ota-dmclient, Uptane)
+:mod:`agent.ipc.declarations.dmclient_installed` ``dmclient.installed.*`` (ota-dmclient, Uptane state)
+:mod:`agent.ipc.declarations.agent`            ``agent.*`` (ota-agent, the engine)
+:mod:`agent.ipc.declarations.update_agent`     ``update_agent.*`` (ota-update-agent)
+:mod:`agent.ipc.declarations.hmi_agent`        ``hmi_agent.*`` (ota-hmi-agent)
+:mod:`agent.ipc.declarations.system_agent`     ``system_agent.*`` (ota-system-agent)
 =============================================  ===============================
 
 A new daemon adds ``agent/ipc/declarations/<daemon>.py`` with a
@@ -26,7 +31,11 @@ from __future__ import annotations
 
 import json
 
-from agent.ipc.declarations import common, dmclient, dmclient_check
+from agent.ipc.declarations import agent as agent_declarations
+from agent.ipc.declarations import common, dmclient, dmclient_check, dmclient_installed
+from agent.ipc.declarations import hmi_agent as hmi_agent_declarations
+from agent.ipc.declarations import system_agent as system_agent_declarations
+from agent.ipc.declarations import update_agent as update_agent_declarations
 from agent.ipc.registry import Event, Group, Method, Protocol
 
 __all__ = ["PROTOCOL", "Event", "Group", "Method", "Protocol"]
@@ -35,6 +44,11 @@ PROTOCOL = Protocol(
     common.GROUP,
     dmclient.GROUP,
     dmclient_check.GROUP,
+    dmclient_installed.GROUP,
+    agent_declarations.GROUP,
+    update_agent_declarations.GROUP,
+    hmi_agent_declarations.GROUP,
+    system_agent_declarations.GROUP,
 )
 
 

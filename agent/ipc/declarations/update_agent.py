@@ -1,0 +1,114 @@
+"""``ota-update-agent``: ECU versions, baseline matching, flash / rollback jobs, functional requests.
+
+Flash and rollback run as *jobs*: ``update_agent.job.flash`` / ``update_agent.job.rollback``
+answer ``{job_id}`` at once and the work runs in the daemon, at most one job per bus at a
+time (different buses in parallel). Job ids are chosen by the caller and idempotent: asking
+again with the same id and the same request returns the existing job instead of flashing
+twice; the same id with a different request is refused (invalid params). Job records
+persist across restarts of the update agent; a job that was queued or running when the
+daemon died reports ``failed`` with error class ``Interrupted``.
+"""
+
+from __future__ import annotations
+
+from agent.ipc.registry import Event, Group, Method
+from agent.ipc.schema import (
+    AbsPath,
+    AnyValue,
+    Bool,
+    Enum,
+    Int,
+    ListOf,
+    MapOf,
+    Nullable,
+    Num,
+    Opt,
+    Record,
+    Str,
+)
+
+ECU = Str(pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", doc="ECU name from the vehicle config")
+BUS = Str(pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", doc="bus name from the vehicle config")
+JOB_ID = Str(pattern=r"[A-Za-z0-9][A-Za-z0-9._:/+-]{0,127}",
+             doc="caller-chosen job id, e.g. 'campaign-42:engine:flash:1'")
+IMAGE_FORMAT = Enum("ihex", "srec", "bin")
+JOB_STATE = Enum("queued", "running", "succeeded", "failed", "unknown")
+ERROR = Record(
+    {"class": Str(doc="error class, e.g. NegativeResponseError, OtaTimeoutError, Interrupted")},
+    message=Str(),
+    step=Opt(Nullable(Str(doc="the flash-script step that failed"))),
+    nrc=Opt(Nullable(Str(pattern=r"0x[0-9a-f]{2}", doc="the negative response code, e.g. '0x72'"))),
+    service=Opt(Nullable(Str(pattern=r"0x[0-9a-f]{2}", doc="the UDS service that was refused"))),
+    doc="why a job failed",
+)
+READING = Record(
+    answered=Bool(),
+    part_number=Nullable(Str()),
+    software_version=Nullable(Str()),
+    hardware_version=Nullable(Str()),
+    serial_number=Nullable(Str()),
+    source=Enum("uds", "can-frame"),
+    error=Opt(Nullable(Str(doc="why the ECU counts as not answering, or DIDs it refused"))),
+    read_at=Num(minimum=0, doc="seconds since the epoch"),
+)
+JOB_STATUS = Record(
+    job_id=JOB_ID,
+    kind=Opt(Enum("flash", "rollback")),
+    state=JOB_STATE,
+    ecu=Nullable(ECU),
+    bus=Opt(Nullable(BUS)),
+    created_at=Opt(Nullable(Num(minimum=0))),
+    started_at=Opt(Nullable(Num(minimum=0))),
+    finished_at=Opt(Nullable(Num(minimum=0))),
+    result=Opt(Nullable(MapOf(AnyValue(), doc="the structured flash result (steps, timings, NRCs, "
+                                              "versions read back)"))),
+    error=Opt(Nullable(ERROR)),
+)
+FUNCTIONAL_REQUEST = Enum("communication_control_disable", "communication_control_enable",
+                          "dtc_setting_off", "dtc_setting_on", "tester_present")
+
+GROUP = Group(
+    "update_agent",
+    Method("update_agent.versions.read",
+           params=Record(ecus=Opt(ListOf(ECU, min_items=1, max_items=256))),
+           result=Record(ecus=MapOf(READING, doc="per ECU name"), notes=ListOf(Str())),
+           doc="Read ECU versions (UDS ReadDataByIdentifier, plus version frames when configured); the "
+               "readings are stored in the version store. An ECU that does not answer is reported, "
+               "not an error."),
+    Method("update_agent.baseline.match",
+           params=Record(software_baseline=Opt(AbsPath()), hardware_baseline=Opt(AbsPath()), refresh=Opt(Bool())),
+           result=Record(matched=Bool(), vehicle_version=Opt(Nullable(Str())), sequence=Opt(Nullable(Int())),
+                         report=MapOf(AnyValue())),
+           doc="Match the last readings (fresh ones with refresh=true) against the baselines; each "
+               "baseline defaults to the configured one (update_agent.baselines)."),
+    Method("update_agent.job.flash",
+           params=Record(job_id=JOB_ID, ecu=ECU, image_path=AbsPath(), format=IMAGE_FORMAT,
+                         base_address=Opt(Int(minimum=0, maximum=0xFFFFFFFFFFFF))),
+           result=Record(job_id=JOB_ID),
+           doc="Queue a flash of one ECU with its flash script; answers at once. Same id again: the "
+               "existing job."),
+    Method("update_agent.job.rollback",
+           params=Record(job_id=JOB_ID, ecu=ECU, method=Enum("switch_bank", "reflash"),
+                         image_path=Opt(AbsPath()), format=Opt(IMAGE_FORMAT),
+                         base_address=Opt(Int(minimum=0, maximum=0xFFFFFFFFFFFF))),
+           result=Record(job_id=JOB_ID),
+           doc="Queue a rollback: switch_bank (A/B ECUs: revert routine 0211 + reset) or reflash "
+               "(flash the previous image given by image_path)."),
+    Method("update_agent.job.status", params=Record(job_id=JOB_ID), result=JOB_STATUS,
+           doc="A job's state; 'unknown' for an id never seen (or pruned from the history)."),
+    Method("update_agent.functional",
+           params=Record(bus=Opt(BUS), request=FUNCTIONAL_REQUEST),
+           result=Record(buses=ListOf(BUS), requests=ListOf(Str(doc="hex of each functional request sent"))),
+           doc="Send a functionally addressed request on one bus (when omitted: every bus with a "
+               "functionally addressable ECU): 0x28 / 0x85 "
+               "with suppressPosRsp after an extended session request, or TesterPresent 0x3E 0x80."),
+    Event("update_agent.job.progress",
+          params=Record(job_id=JOB_ID, ecu=ECU, step=Str(), bytes_done=Int(minimum=0),
+                        bytes_total=Int(minimum=0), blocks=Int(minimum=0)),
+          doc="A running job moved: at most progress_rate events/s per job, plus every step change."),
+    Event("update_agent.job.done",
+          params=Record(job_id=JOB_ID, ecu=ECU, state=Enum("succeeded", "failed"),
+                        result=Opt(Nullable(MapOf(AnyValue()))), error=Opt(Nullable(ERROR))),
+          doc="A job ended."),
+    doc="Talking to ECUs: versions, baseline match, flash and rollback jobs, functional requests.",
+)

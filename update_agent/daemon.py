@@ -1,0 +1,358 @@
+"""``ota-update-agent``: the daemon that talks to the ECUs, on the shared runtime and IPC.
+
+Wiring only; the work is in small modules:
+
+=================================  ===================================================
+:mod:`update_agent.daemon_config`  the ``update_agent`` config section
+:mod:`update_agent.jobs`           persistent job table (SQLite) and its state machine
+:mod:`update_agent.scheduler`      one job per bus at a time, buses in parallel
+:mod:`update_agent.job_work`       a job's blocking work: the ``otactl flash`` path
+:mod:`update_agent.rollback`       switch_bank (A/B revert + reset) and reflash
+:mod:`update_agent.job_progress`   progress events at a bounded rate
+:mod:`update_agent.functional`     functional 0x28 / 0x85 / 0x3E on a bus
+=================================  ===================================================
+
+The methods and events are declared in :mod:`agent.ipc.declarations.update_agent`.
+Flash and rollback jobs run in worker threads (the UDS stack blocks); each bus has a
+watchdog worker that is busy while a job runs on it and heartbeats on every step and
+block, so systemd's watchdog stops being fed only when a flash really hangs. Requests
+that would not make sense as a job (unknown ECU, missing image file, a single-bank ECU
+asked to switch banks) are refused as invalid params (-32602) naming the field; a
+flash that fails is not a call error but a job ending ``failed`` with class, message,
+step and NRC.
+
+On SIGTERM, running jobs are allowed to finish (a flash is not abandoned halfway by a
+clean stop); jobs still queued stay queued in the table and report ``failed`` /
+``Interrupted`` at the next start, as do jobs that were running when the process died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agent.config.vehicle import VehicleConfig, load_vehicle_config
+from agent.ipc.error_codes import SchemaError
+from agent.ipc.server import Call, Handler
+from agent.runtime.config import DaemonConfig
+from agent.runtime.daemon import Daemon
+from agent.runtime.watchdog import Worker
+from update_agent.baseline.loading import check_pair, load_hardware_baseline, load_software_baseline
+from update_agent.baseline.matching import match
+from update_agent.daemon_config import UpdateAgentConfig
+from update_agent.functional import changes_session, functional_buses, send_functional
+from update_agent.job_progress import ProgressThrottle
+from update_agent.job_work import Outcome, run_job
+from update_agent.jobs import FILENAME, Job, JobConflict, JobTable
+from update_agent.result import ProgressEvent
+from update_agent.scheduler import BusScheduler
+from update_agent.version_collection import collect
+from update_agent.version_reading import SOURCES, VersionReading, freshest
+from update_agent.version_store import VersionStore
+
+log = logging.getLogger(__name__)
+
+#: s on top of an ECU's longest NRC 0x78 chain before a busy bus worker counts as stalled
+_STALL_SLACK = 15.0
+
+
+class UpdateAgentDaemon(Daemon):
+    """ota-update-agent: ECU versions, baseline matching, flash and rollback jobs over UDS."""
+
+    name = "update_agent"
+    config_class = UpdateAgentConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.vehicle: VehicleConfig | None = None
+        self.jobs: JobTable | None = None
+        self.store: VersionStore | None = None
+        self.scheduler: BusScheduler | None = None
+        self._bus_workers: dict[str, Worker] = {}
+        self._running: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    @property
+    def cfg(self) -> UpdateAgentConfig:
+        assert isinstance(self.config, UpdateAgentConfig)
+        return self.config
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.vehicle = await asyncio.to_thread(load_vehicle_config, cfg.vehicle_config)
+        self.jobs = await asyncio.to_thread(JobTable.open, cfg.state_dir / FILENAME,
+                                            history_limit=cfg.history_limit)
+        for job in await asyncio.to_thread(self.jobs.recover):
+            log.warning("job %s (%s of %s) was cut short by the last stop: failed/Interrupted",
+                        job.job_id, job.kind, job.ecu)
+        self.store = await asyncio.to_thread(VersionStore.in_dir, cfg.state_dir)
+        self.scheduler = BusScheduler(self._run_job, self.spawn)
+        self._register_workers(self.vehicle)
+        _library_logs(self.vehicle, self.config.log_level)
+        log.info("update_agent: vehicle %s (%d ECUs on %s), state in %s", cfg.vehicle_config,
+                 len(self.vehicle.ecus), ", ".join(self.vehicle.buses), cfg.state_dir)
+
+    def _register_workers(self, vehicle: VehicleConfig) -> None:
+        for bus in vehicle.buses:
+            ecus = [e for e in vehicle.ecus.values() if e.bus == bus]
+            longest = max((e.timing.response_pending_limit + e.timing.request_timeout for e in ecus), default=0.0)
+            deadline = max(self.config.worker_deadline, longest + _STALL_SLACK)
+            if bus in self._bus_workers:
+                self._bus_workers[bus].deadline = deadline
+            else:
+                self._bus_workers[bus] = self.worker(f"bus:{bus}", deadline)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._running:
+            log.info("update_agent: letting %d running job(s) finish", len(self._running))
+            await asyncio.gather(*list(self._running), return_exceptions=True)
+        if self.store is not None:
+            self.store.close()
+        if self.jobs is not None:
+            self.jobs.close()
+
+    async def apply_config(self, old: DaemonConfig, new: DaemonConfig) -> None:
+        assert isinstance(new, UpdateAgentConfig)
+        vehicle = await asyncio.to_thread(load_vehicle_config, new.vehicle_config)
+        self.vehicle = vehicle  # jobs already running keep the config they started with
+        self._register_workers(vehicle)
+        _library_logs(vehicle, new.log_level)
+
+    def status_details(self) -> Mapping[str, Any]:
+        details: dict[str, Any] = {"vehicle_config": str(self.cfg.vehicle_config),
+                                   "state_dir": str(self.cfg.state_dir)}
+        if self.scheduler is not None:
+            details["buses"] = self.scheduler.snapshot()
+        if self.jobs is not None:
+            details["jobs"] = self.jobs.counts()
+        return details
+
+    # -- jobs -----------------------------------------------------------------------------------
+    async def _run_job(self, job: Job) -> None:
+        if self._stopping:  # left queued: reported Interrupted at the next start
+            return
+        task = asyncio.current_task()
+        assert task is not None and self.jobs is not None and self.vehicle is not None
+        self._running.add(task)
+        loop = asyncio.get_running_loop()
+        worker = self._bus_workers.get(job.bus)
+        throttle = ProgressThrottle(self.cfg.progress_rate,
+                                    lambda event: self._publish("update_agent.job.progress", event),
+                                    clock=loop.time, call_later=loop.call_later)
+
+        def progress(event: ProgressEvent) -> None:  # from the job's thread
+            if worker is not None:
+                worker.heartbeat()
+            payload = {"job_id": job.job_id, "ecu": job.ecu, "step": event.step, "bytes_done": event.bytes_done,
+                       "bytes_total": event.bytes_total, "blocks": event.blocks_done}
+            loop.call_soon_threadsafe(throttle.offer, payload)
+
+        vehicle = self.vehicle
+        jobs = self.jobs
+        try:
+            if worker is not None:
+                worker.busy()
+            await asyncio.to_thread(jobs.start, job.job_id)
+            log.info("job %s: %s of %s on bus %s started", job.job_id, job.kind, job.ecu, job.bus)
+            outcome: Outcome = await asyncio.to_thread(run_job, vehicle, job.kind, job.ecu, job.request, progress)
+            await asyncio.to_thread(jobs.finish, job.job_id, outcome.state, result=outcome.result,
+                                    error=outcome.error)
+        finally:
+            throttle.close()
+            if worker is not None:
+                worker.idle()
+            self._running.discard(task)
+        log.info("job %s: %s%s", job.job_id, outcome.state,
+                 f" ({outcome.error['message']})" if outcome.error else "")
+        self._publish("update_agent.job.done", {"job_id": job.job_id, "ecu": job.ecu, "state": outcome.state,
+                                                "result": outcome.result, "error": outcome.error})
+
+    def _publish(self, event: str, params: Mapping[str, Any]) -> None:
+        try:
+            self.publish(event, params)
+        except SchemaError:  # a bug in what we publish must not kill a job's bookkeeping
+            log.exception("update_agent: event %s not published", event)
+
+    async def _submit(self, method: str, job_id: str, kind: str, ecu: str, request: dict[str, Any]) -> Job:
+        assert self.jobs is not None and self.scheduler is not None and self.vehicle is not None
+        bus = self.vehicle.ecus[ecu].bus
+        try:
+            job, created = await asyncio.to_thread(self.jobs.submit, job_id, kind, ecu, bus, request)
+        except JobConflict as e:
+            raise SchemaError(f"{method}: params.job_id: {e}") from e
+        if created:
+            self.scheduler.submit(job)
+            log.info("job %s: %s of %s queued on bus %s", job_id, kind, ecu, bus)
+        else:
+            log.info("job %s: asked again; it is %s", job_id, job.state)
+        return job
+
+    # -- methods --------------------------------------------------------------------------------
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "update_agent.versions.read": self._versions_read,
+            "update_agent.baseline.match": self._baseline_match,
+            "update_agent.job.flash": self._job_flash,
+            "update_agent.job.rollback": self._job_rollback,
+            "update_agent.job.status": self._job_status,
+            "update_agent.functional": self._functional,
+        }
+
+    def _ecu(self, method: str, name: str, field: str = "ecu") -> str:
+        assert self.vehicle is not None
+        if name not in self.vehicle.ecus:
+            raise SchemaError(f"{method}: params.{field}: unknown ECU {name!r} "
+                              f"(configured: {', '.join(self.vehicle.ecus)})")
+        return name
+
+    @staticmethod
+    def _image(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        path = Path(params["image_path"])
+        fmt = params.get("format")
+        if not path.is_file():
+            raise SchemaError(f"{method}: params.image_path: no such file: {path}")
+        if fmt == "bin" and "base_address" not in params:
+            raise SchemaError(f"{method}: params.base_address: a raw binary image needs its load address")
+        if fmt != "bin" and "base_address" in params:
+            raise SchemaError(f"{method}: params.base_address: applies to format 'bin' only, not {fmt!r}")
+        out = {"image_path": str(path), "format": fmt}
+        if "base_address" in params:
+            out["base_address"] = params["base_address"]
+        return out
+
+    async def _job_flash(self, call: Call) -> dict[str, Any]:
+        m, p = call.method, call.params
+        ecu = self._ecu(m, p["ecu"])
+        job = await self._submit(m, p["job_id"], "flash", ecu, self._image(m, p))
+        return {"job_id": job.job_id}
+
+    async def _job_rollback(self, call: Call) -> dict[str, Any]:
+        m, p = call.method, call.params
+        assert self.vehicle is not None
+        ecu = self._ecu(m, p["ecu"])
+        request: dict[str, Any] = {"method": p["method"]}
+        if p["method"] == "switch_bank":
+            if self.vehicle.ecus[ecu].banks != "ab":
+                raise SchemaError(f"{m}: params.method: {ecu} is a single-bank ECU with no other bank to switch "
+                                  "to; use 'reflash' with the previous image")
+            extra = sorted(k for k in ("image_path", "format", "base_address") if k in p)
+            if extra:
+                raise SchemaError(f"{m}: params.{extra[0]}: not used by switch_bank")
+        else:
+            if "image_path" not in p or "format" not in p:
+                raise SchemaError(f"{m}: params.{'image_path' if 'image_path' not in p else 'format'}: "
+                                  "reflash needs the previous image (image_path and format)")
+            request.update(self._image(m, p))
+        job = await self._submit(m, p["job_id"], "rollback", ecu, request)
+        return {"job_id": job.job_id}
+
+    async def _job_status(self, call: Call) -> dict[str, Any]:
+        assert self.jobs is not None
+        job = await asyncio.to_thread(self.jobs.get, call.params["job_id"])
+        if job is None:
+            return {"job_id": call.params["job_id"], "state": "unknown", "ecu": None}
+        return job.status()
+
+    async def _versions_read(self, call: Call) -> dict[str, Any]:
+        assert self.vehicle is not None and self.scheduler is not None
+        vehicle = self.vehicle
+        names = [self._ecu(call.method, n, f"ecus[{i}]") for i, n in enumerate(call.params.get("ecus") or [])]
+        wanted = names or list(vehicle.ecus)
+        buses = {vehicle.ecus[n].bus for n in wanted}
+        async with self.scheduler.buses(buses):  # never read an ECU while a job flashes its bus
+            collection = await asyncio.to_thread(collect, vehicle, ecus=wanted, store=self.store,
+                                                 uds_timeout=self.cfg.uds_timeout)
+        return {"ecus": {name: _reading(r) for name, r in collection.readings.items()},
+                "notes": collection.notes}
+
+    async def _baseline_match(self, call: Call) -> dict[str, Any]:
+        assert self.store is not None and self.vehicle is not None and self.scheduler is not None
+        p = call.params
+        hw_path = self._baseline_path(call.method, p, "hardware")
+        sw_path = self._baseline_path(call.method, p, "software")
+
+        def load() -> Any:
+            hardware = load_hardware_baseline(hw_path)
+            software = load_software_baseline(sw_path)
+            check_pair(hardware, software)
+            return hardware, software
+
+        hardware, software = await asyncio.to_thread(load)
+        store = self.store
+        readings = await asyncio.to_thread(_stored_readings, store)
+        if p.get("refresh") or not readings:
+            vehicle = self.vehicle
+            async with self.scheduler.buses(vehicle.buses):
+                collection = await asyncio.to_thread(collect, vehicle, store=store, uds_timeout=self.cfg.uds_timeout)
+            readings = collection.readings
+        report = match(hardware, software, readings)
+        return {"matched": report.ok, "vehicle_version": report.vehicle_version,
+                "sequence": report.software.matched.sequence if report.software.matched else None,
+                "report": report.as_dict(time.time())}
+
+    def _baseline_path(self, method: str, params: Mapping[str, Any], kind: str) -> Path:
+        if f"{kind}_baseline" in params:
+            return Path(params[f"{kind}_baseline"])
+        configured = self.cfg.hardware_baseline if kind == "hardware" else self.cfg.software_baseline
+        if configured is None:
+            raise SchemaError(f"{method}: params.{kind}_baseline: required, no baselines.{kind} is configured")
+        return configured
+
+    async def _functional(self, call: Call) -> dict[str, Any]:
+        assert self.vehicle is not None and self.scheduler is not None
+        vehicle = self.vehicle
+        bus = call.params.get("bus")
+        if bus is not None and bus not in vehicle.buses:
+            raise SchemaError(f"{call.method}: params.bus: unknown bus {bus!r} (configured: "
+                              f"{', '.join(vehicle.buses)})")
+        buses = [bus] if bus is not None else functional_buses(vehicle)
+        request = call.params["request"]
+        send: Callable[[], Awaitable[list[str]]] = lambda: asyncio.to_thread(  # noqa: E731
+            send_functional, vehicle, request, buses)
+        if changes_session(request):  # a session change must not hit an ECU in the middle of a flash
+            async with self.scheduler.buses(buses):
+                sent = await send()
+        else:
+            sent = await send()
+        return {"buses": buses, "requests": sent}
+
+
+def _library_logs(vehicle: VehicleConfig, level: str) -> None:
+    """udsoncan logs every request and block at INFO: in a daemon's journal only at debug level."""
+    names = ["isotp", "UdsClient", "Connection"]
+    for ecu in vehicle.ecus:
+        names += [f"UdsClient[{ecu}]", f"Connection[{ecu}]"]
+    for name in names:
+        logging.getLogger(name).setLevel(logging.NOTSET if level == "debug" else logging.WARNING)
+
+
+def _stored_readings(store: VersionStore) -> dict[str, VersionReading]:
+    """Per ECU the reading to match on, as a collection picks it: the newest answered one of any source."""
+    by_source = [store.latest(source=source) for source in SOURCES]
+    out: dict[str, VersionReading] = {}
+    for ecu in sorted({e for readings in by_source for e in readings}):
+        best = freshest([readings[ecu] for readings in by_source if ecu in readings])
+        if best is not None:
+            out[ecu] = best
+    return out
+
+
+def _reading(r: VersionReading) -> dict[str, Any]:
+    return {"answered": r.answered, "part_number": r.part_number, "software_version": r.software_version,
+            "hardware_version": r.hardware_version, "serial_number": r.serial_number, "source": r.source,
+            "error": r.detail, "read_at": r.read_at}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``ota-update-agent [--config FILE] [--log-level LEVEL]``."""
+    return UpdateAgentDaemon.main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
