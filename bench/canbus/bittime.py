@@ -6,7 +6,8 @@ the real CRC-15 is computed so the dynamic bit stuffing from SOF to the end
 of the CRC sequence is the stuffing the frame really gets. CAN FD frames
 (ISO 11898-1:2015) use dynamic stuffing from SOF to the end of the data field,
 the stuff-count field and fixed stuff bits in the CRC field; the bits after
-the BRS bit up to the CRC delimiter run at the data bitrate when BRS is set.
+the BRS bit up to and including the CRC delimiter run at the data bitrate
+when BRS is set (the switch back happens at the delimiter's sample point).
 Every frame is followed by 3 bits of intermission.
 """
 
@@ -99,7 +100,7 @@ def frame_bits(msg: can.Message) -> tuple[int, int]:
     # CAN FD: the arbitration phase up to and including BRS runs at the nominal rate
     value, width = (value << 3) | (0b100 | (1 if msg.bitrate_switch else 0)), width + 3  # FDF=1, res=0, BRS
     arb_stuff = stuff_count(value, width)
-    nominal = width + arb_stuff + tail
+    nominal = width + arb_stuff + tail - 1  # the CRC delimiter is counted in the data phase
     dlc = _fd_dlc(len(data))
     length = _FD_DLC_LENGTHS[dlc]
     phase = ((1 if msg.error_state_indicator else 0) << 4) | dlc
@@ -109,7 +110,7 @@ def frame_bits(msg: can.Message) -> tuple[int, int]:
     crc_len = 17 if length <= 16 else 21
     fixed = 4 + crc_len  # stuff count (3 bits + parity) and CRC
     fixed += -(-fixed // 4)  # a fixed stuff bit before the field and after every 4 bits
-    fast = phase_width + (dynamic - arb_stuff) + fixed
+    fast = phase_width + (dynamic - arb_stuff) + fixed + 1  # + CRC delimiter
     if not msg.bitrate_switch:
         return nominal + fast, 0
     return nominal, fast
