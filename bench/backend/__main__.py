@@ -1,0 +1,5 @@
+import sys
+
+from bench.backend.cli import main
+
+sys.exit(main())

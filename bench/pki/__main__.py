@@ -1,0 +1,5 @@
+import sys
+
+from bench.pki.cli import main
+
+sys.exit(main())

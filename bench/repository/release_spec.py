@@ -1,0 +1,153 @@
+"""``RELEASE.yaml``: what a release is made of, validated before anything is built.
+
+::
+
+    format: 1
+    release: bv-1.1.0                       # unique in the Image repository
+    target_vehicle_version: BV OS D 1.1.0   # the vehicle version the release moves a car to
+    baseline: bench-sw-baseline.xml         # software baseline XML that lists that version
+    targets:
+      - type: ecu-image                     # the only type today (ECU configuration comes later)
+        ecu: engine                         # ECU name, as in the vehicle config
+        hardware_id: ENG-4711
+        software_version: 1.1.0             # must be what the baseline lists for this ECU
+        release_counter: 2                  # Uptane anti-rollback counter of this image
+        image: images/engine-1.1.0.hex      # Intel HEX, Motorola S-record or raw binary
+        format: ihex                        # optional: ihex | srec | bin (else from the suffix)
+        base_address: 0x10000               # raw binary only
+        flash_script: single_bank           # flash_scripts/<name>.yaml on the vehicle
+        deltas:                             # optional bsdiff4 patches to this image
+          - from_version: 1.0.0             # from this ECU's image of that version in the repository
+          - from_version: 0.9.0
+            base_image: images/engine-0.9.0.hex   # or from a file (e.g. the factory image)
+        encrypt: false                      # AES-256-GCM; the Director wraps the key per vehicle
+    expiry_days: {targets: 30, snapshot: 7, timestamp: 1}   # optional
+
+Relative paths are relative to the release file. ``type`` is the extension point: a new
+target kind is a new value with its own fields; unknown types and unknown keys are
+refused with file, key and reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.config.node import Node, load_yaml
+from agent.errors import ConfigurationError
+from dmclient.uptane.custom import MAX_COUNTER, check_ident
+from update_agent import vehicle_version
+from update_agent.images import FORMATS
+
+TARGET_TYPES = ("ecu-image",)
+
+
+@dataclass(frozen=True)
+class DeltaSpec:
+    from_version: str
+    base_image: Path | None = None
+
+
+@dataclass(frozen=True)
+class EcuImageSpec:
+    ecu: str
+    hardware_id: str
+    software_version: str
+    release_counter: int
+    image: Path
+    flash_script: str
+    format: str | None = None
+    base_address: int | None = None
+    deltas: tuple[DeltaSpec, ...] = ()
+    encrypt: bool = False
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    release: str
+    target_vehicle_version: str
+    baseline: Path
+    targets: tuple[EcuImageSpec, ...]
+    expiry_days: dict[str, float] = field(default_factory=dict)
+    source: str = "<memory>"
+
+
+def _ident(node: Node, key: str) -> str:
+    try:
+        return check_ident(node.get(key, str), node.key_path(key))
+    except ValueError as e:
+        raise node.error(str(e).split(": ", 1)[1], key) from e
+
+
+def _file(node: Node, key: str, base: Path) -> Path:
+    p = Path(node.get(key, str))
+    p = p if p.is_absolute() else base / p
+    if not p.is_file():
+        raise node.error(f"no such file: {p}", key)
+    return p
+
+
+def _delta(node: Node, base: Path) -> DeltaSpec:
+    spec = DeltaSpec(_ident(node, "from_version"), _file(node, "base_image", base) if node.has("base_image") else None)
+    node.done()
+    return spec
+
+
+def _target(node: Node, base: Path) -> EcuImageSpec:
+    kind = node.get("type", str, "ecu-image")
+    if kind not in TARGET_TYPES:
+        raise node.error(f"unknown target type {kind!r} (supported: {', '.join(TARGET_TYPES)})", "type")
+    fmt = node.choice("format", FORMATS, None) if node.has("format") else None
+    spec = EcuImageSpec(
+        ecu=_ident(node, "ecu"), hardware_id=_ident(node, "hardware_id"),
+        software_version=_ident(node, "software_version"),
+        release_counter=node.integer("release_counter", minimum=0, maximum=MAX_COUNTER),
+        image=_file(node, "image", base), flash_script=_ident(node, "flash_script"), format=fmt,
+        base_address=node.integer("base_address", minimum=0, maximum=(1 << 64) - 1) if node.has("base_address")
+        else None,
+        deltas=tuple(node.items("deltas", lambda n: _delta(n, base), [])),
+        encrypt=node.get("encrypt", bool, False), where=node.key_path())
+    if spec.encrypt and spec.deltas:
+        raise node.error("an encrypted image cannot have delta patches (a plaintext patch would reveal the image)",
+                         "deltas")
+    seen = set()
+    for d in spec.deltas:
+        if d.from_version == spec.software_version:
+            raise node.error(f"a delta from {d.from_version} to itself", "deltas")
+        if d.from_version in seen:
+            raise node.error(f"two deltas from {d.from_version}", "deltas")
+        seen.add(d.from_version)
+    node.done()
+    return spec
+
+
+def load_release_spec(path: str | Path) -> ReleaseSpec:
+    root = load_yaml(path)
+    base = Path(path).resolve().parent
+    fmt = root.integer("format", 1)
+    if fmt != 1:
+        raise root.error(f"only format 1 is understood, got {fmt}", "format")
+    version = root.get("target_vehicle_version", str)
+    canonical = str(vehicle_version.parse(version, source=str(path), key="target_vehicle_version"))
+    targets = tuple(root.items("targets", lambda n: _target(n, base)))
+    if not targets:
+        raise root.error("a release needs at least one target", "targets")
+    ecus: dict[str, str] = {}
+    for t in targets:
+        if t.ecu in ecus:
+            raise ConfigurationError(f"ECU {t.ecu!r} has two images (also {ecus[t.ecu]})", source=str(path),
+                                     key=t.where)
+        ecus[t.ecu] = t.where
+    expiry: dict[str, float] = {}
+    if root.has("expiry_days"):
+        e = root.child("expiry_days")
+        for role in ("targets", "snapshot", "timestamp"):
+            if e.has(role):
+                expiry[role] = e.number(role, minimum=0.001, maximum=3650)
+        e.done()
+    spec = ReleaseSpec(release=_ident(root, "release"), target_vehicle_version=canonical,
+                       baseline=_file(root, "baseline", base), targets=targets, expiry_days=expiry,
+                       source=str(path))
+    root.done()
+    return spec

@@ -1,0 +1,183 @@
+"""The content-addressed package cache: verified images only, a size budget, pins.
+
+Layout under the cache root (one filesystem, so every move is a rename):
+
+* ``objects/<sha256>``: verified images, read-only, named by their SHA-256;
+* ``tmp/``: files being produced (decryption, delta reconstruction), emptied at start;
+* ``parts/``: partial downloads (owned by :mod:`dmclient.transfer`).
+
+Only :meth:`PackageCache.admit` puts a file in ``objects/``, and only with the digests the
+caller verified; the file is fsynced, renamed and the directory fsynced before the index
+row is written (:func:`dmclient.durable.publish`). An image already present is never
+replaced. The index and the pins live in the state database: pinned images (rollback
+images, images of an active campaign) are never evicted; unpinned ones go least recently
+used first when an admission would exceed the budget. At start, :meth:`reconcile` drops
+index rows whose file is gone and re-adopts (after re-hashing) or deletes files the index
+does not know (a crash between the rename and the index write).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from agent.errors import VerificationError
+from dmclient.digests import Hashes, hash_file
+from dmclient.durable import fsync_dir, publish
+from dmclient.errors import StorageFullError
+from dmclient.state import CacheRecord, StateDb
+
+log = logging.getLogger(__name__)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class PackageCache:
+    def __init__(self, root: Path, db: StateDb, *, budget: int) -> None:
+        self.root = root
+        self.db = db
+        self.budget = budget
+        self.objects = root / "objects"
+        self.tmp = root / "tmp"
+        self.parts = root / "parts"
+        for d in (self.objects, self.tmp, self.parts):
+            d.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+
+    # -- lookup -------------------------------------------------------------------------
+    def object_path(self, sha256: str) -> Path:
+        return self.objects / sha256
+
+    def lookup(self, hashes: Hashes, *, touch: bool = True) -> Path | None:
+        """The cached image with these digests (and its recorded length), or None."""
+        with self._lock:
+            entry = self.db.cache_entry(hashes.sha256)
+            if entry is None:
+                return None
+            path = self.object_path(entry.sha256)
+            if hashes.sha512 and entry.sha512 and entry.sha512 != hashes.sha512:
+                log.warning("cache entry %s has a different SHA-512 than asked for", entry.sha256)
+                return None
+            if not path.is_file():
+                log.warning("cache entry %s lost its file; dropping the entry", entry.sha256)
+                self.db.remove_cache_entry(entry.sha256)
+                return None
+            if hashes.sha512 and not entry.sha512:
+                # admitted on SHA-256 alone: check the SHA-512 now asked for on the bytes themselves
+                found = hash_file(path, sha512=True).result()
+                if found.sha256 != entry.sha256:
+                    log.warning("cached image %s no longer hashes to its name; dropping it", entry.sha256)
+                    self._drop(entry.sha256)
+                    return None
+                if found.sha512 != hashes.sha512:
+                    return None
+                self.db.set_cache_sha512(entry.sha256, hashes.sha512)
+            if touch:
+                self.db.touch_cache_entry(entry.sha256)
+            return path
+
+    def entries(self) -> list[CacheRecord]:
+        return self.db.cache_entries()
+
+    def used(self) -> int:
+        return sum(e.size for e in self.db.cache_entries())
+
+    def temp_path(self, name: str) -> Path:
+        return self.tmp / name
+
+    # -- admission and eviction -----------------------------------------------------------
+    def admit(self, src: Path, verified: Hashes, size: int, *, keep: Iterable[str] = ()) -> Path:
+        """Move a verified file into the cache under its SHA-256; the cached path.
+
+        ``verified`` must be the digests the caller computed *and* checked against the
+        order (SHA-512 when the order gave it). An existing entry wins: ``src`` is then removed, nothing is replaced.
+        ``keep``: SHA-256s not to evict now (images in use, e.g. a delta base).
+        """
+        if src.stat().st_size != size:
+            raise VerificationError(f"{src}: is {src.stat().st_size} bytes, verified length was {size}")
+        with self._lock:
+            existing = self.lookup(verified)
+            if existing is not None:
+                src.unlink(missing_ok=True)
+                return existing
+            self._make_room(size, set(keep) | {verified.sha256})
+            dst = self.object_path(verified.sha256)
+            publish(src, dst)
+            self.db.add_cache_entry(verified.sha256, verified.sha512, size)
+            log.info("cached %s (%d bytes)", verified.sha256, size)
+            return dst
+
+    def _make_room(self, size: int, keep: set[str]) -> None:
+        entries = self.db.cache_entries()  # least recently used first
+        used = sum(e.size for e in entries)
+        if used + size <= self.budget:
+            return
+        pinned = sum(e.size for e in entries if e.pins or e.sha256 in keep)
+        if pinned + size > self.budget:
+            raise StorageFullError(
+                f"package cache budget of {self.budget} bytes is too small: {pinned} bytes are pinned "
+                f"(rollback / active campaign / in use) and the new image needs {size}")
+        for e in entries:
+            if used + size <= self.budget:
+                break
+            if e.pins or e.sha256 in keep:
+                continue
+            self._drop(e.sha256)
+            used -= e.size
+            log.info("evicted %s (%d bytes, least recently used) to stay within the cache budget",
+                     e.sha256, e.size)
+
+    def _drop(self, sha256: str) -> None:
+        self.db.remove_cache_entry(sha256)
+        self.object_path(sha256).unlink(missing_ok=True)
+        fsync_dir(self.objects)
+
+    def remove(self, sha256: str) -> bool:
+        """Remove an unpinned entry; False when it is pinned or absent."""
+        with self._lock:
+            entry = self.db.cache_entry(sha256)
+            if entry is None or entry.pins:
+                return False
+            self._drop(sha256)
+            return True
+
+    # -- pins ---------------------------------------------------------------------------
+    def pin(self, sha256: str, owner: str) -> None:
+        self.db.pin(sha256, owner)
+
+    def unpin(self, sha256: str | None, owner: str) -> int:
+        return self.db.unpin(sha256, owner)
+
+    # -- start-up -----------------------------------------------------------------------
+    def reconcile(self) -> None:
+        """Make the index and ``objects/`` agree after a crash; empty ``tmp/``."""
+        with self._lock:
+            for leftover in self.tmp.iterdir():
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+            known = {e.sha256: e for e in self.db.cache_entries()}
+            on_disk = {p.name for p in self.objects.iterdir()}
+            for sha in set(known) - on_disk:
+                log.warning("cache entry %s has no file; dropping the entry", sha)
+                self.db.remove_cache_entry(sha)
+            for name in sorted(on_disk - set(known)):
+                path = self.objects / name
+                adopted = False
+                if _SHA256.match(name) and path.is_file():
+                    hasher = hash_file(path, sha512=True)
+                    result = hasher.result()
+                    if result.sha256 == name:
+                        self.db.add_cache_entry(name, result.sha512, hasher.length)
+                        adopted = True
+                        log.info("re-adopted cached image %s", name)
+                if not adopted:
+                    log.warning("removing unknown file %s from the cache", path)
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)

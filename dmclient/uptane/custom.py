@@ -1,0 +1,249 @@
+"""The ``custom`` fields of our targets, in the Image and in the Director repository.
+
+TUF leaves a target's ``custom`` object to the application; Uptane puts the hardware
+id and the release counter there. Both the bench repositories (which write them) and
+the vehicle (which checks them) use this module, so the format is written down once.
+
+Image repository targets (offline keys; what exists)::
+
+    {"type": "ecu-image", "hardware_id": "ENG-4711", "release_counter": 3,
+     "software_version": "1.1.0", "release": "bv-1.1.0",
+     "ciphertext": "engine/engine-1.1.0.hex.enc"}         # only when encrypted
+    {"type": "ciphertext", "of": "engine/engine-1.1.0.hex"}  # AES-256-GCM object
+    {"type": "delta", "of": "engine/engine-1.1.0.hex", "base_version": "1.0.0",
+     "base": {"sha256": ..., "sha512": ...}}              # bsdiff4 patch from base
+    {"type": "baseline", "vehicle_version": "BV OS D 1.1.0"}  # software baseline XML
+
+Director targets (online keys; what this vehicle is to install)::
+
+    {"type": "ecu-image", "ecu": "engine", "hardware_id": "ENG-4711",
+     "release_counter": 3, "software_version": "1.1.0", "release": "bv-1.1.0",
+     "target_vehicle_version": "BV OS D 1.1.0", "flash_script": "single_bank",
+     "delta": {"target": "engine/...bsdiff", "base": {"sha256": ...}},        # optional
+     "encryption": {"target": "engine/...enc", "spec": {...}}}                # optional
+    {"type": "baseline", "target_vehicle_version": "BV OS D 1.1.0"}
+
+``spec`` is :class:`dmclient.encryption.EncryptionSpec` (content key wrapped to this
+vehicle). ``type`` is the extension point: a later target kind (ECU configuration)
+adds a value here; the vehicle refuses a type it does not know rather than skip it.
+Parsers raise ``ValueError`` naming the field; the vehicle turns that into
+:class:`~dmclient.uptane.errors.InvalidMetadataError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dmclient.digests import Hashes
+from dmclient.encryption import EncryptionSpec
+
+ECU_IMAGE, CIPHERTEXT, DELTA, BASELINE = "ecu-image", "ciphertext", "delta", "baseline"
+IMAGE_TYPES = (ECU_IMAGE, CIPHERTEXT, DELTA, BASELINE)
+DIRECTOR_TYPES = (ECU_IMAGE, BASELINE)
+
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*(/[A-Za-z0-9][A-Za-z0-9._+-]*)*$")
+_IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$")
+MAX_COUNTER = (1 << 63) - 1
+
+
+def check_target_name(value: Any, where: str) -> str:
+    """A relative path of safe components (no ``..``, no leading ``/``), at most 200 chars."""
+    if not isinstance(value, str) or len(value) > 200 or not _TARGET_NAME.match(value) \
+            or any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(f"{where}: not a valid target name: {value!r}")
+    return value
+
+
+def check_ident(value: Any, where: str) -> str:
+    """An ECU name, hardware id, release id, software version or flash script name."""
+    if not isinstance(value, str) or not _IDENT.match(value):
+        raise ValueError(f"{where}: expected 1-64 letters, digits or ._:+- starting with a letter or digit, "
+                         f"got {value!r}")
+    return value
+
+
+def check_counter(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNTER:
+        raise ValueError(f"{where}: expected a release counter (integer >= 0), got {value!r}")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 128:
+        raise ValueError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _mapping(data: Any, where: str, required: set[str], optional: frozenset[str] | set[str] = frozenset()
+             ) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
+    unknown = sorted(set(data) - required - optional)
+    if unknown:
+        raise ValueError(f"{where}: unknown field {unknown[0]!r}")
+    for key in sorted(required):
+        if key not in data:
+            raise ValueError(f"{where}.{key}: required")
+    return data
+
+
+def target_type(custom: Any, where: str, allowed: tuple[str, ...]) -> str:
+    if not isinstance(custom, Mapping):
+        raise ValueError(f"{where}: has no custom object (type, hardware id, release counter)")
+    kind = custom.get("type")
+    if kind not in allowed:
+        raise ValueError(f"{where}.type: unknown target type {kind!r} (this vehicle knows {', '.join(allowed)})")
+    return str(kind)
+
+
+# -- Image repository ------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageEcuImage:
+    hardware_id: str
+    release_counter: int
+    software_version: str
+    release: str
+    ciphertext: str | None = None
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> ImageEcuImage:
+        d = _mapping(data, where, {"type", "hardware_id", "release_counter", "software_version", "release"},
+                     {"ciphertext"})
+        return cls(check_ident(d["hardware_id"], f"{where}.hardware_id"),
+                   check_counter(d["release_counter"], f"{where}.release_counter"),
+                   check_ident(d["software_version"], f"{where}.software_version"),
+                   check_ident(d["release"], f"{where}.release"),
+                   check_target_name(d["ciphertext"], f"{where}.ciphertext") if "ciphertext" in d else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": ECU_IMAGE, "hardware_id": self.hardware_id,
+                               "release_counter": self.release_counter,
+                               "software_version": self.software_version, "release": self.release}
+        if self.ciphertext is not None:
+            out["ciphertext"] = self.ciphertext
+        return out
+
+
+@dataclass(frozen=True)
+class ImageCiphertext:
+    of: str
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> ImageCiphertext:
+        d = _mapping(data, where, {"type", "of"})
+        return cls(check_target_name(d["of"], f"{where}.of"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": CIPHERTEXT, "of": self.of}
+
+
+@dataclass(frozen=True)
+class ImageDelta:
+    of: str
+    base_version: str
+    base: Hashes
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> ImageDelta:
+        d = _mapping(data, where, {"type", "of", "base_version", "base"})
+        return cls(check_target_name(d["of"], f"{where}.of"), check_ident(d["base_version"], f"{where}.base_version"),
+                   Hashes.parse(d["base"], f"{where}.base"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": DELTA, "of": self.of, "base_version": self.base_version, "base": self.base.to_dict()}
+
+
+@dataclass(frozen=True)
+class ImageBaseline:
+    vehicle_version: str
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> ImageBaseline:
+        d = _mapping(data, where, {"type", "vehicle_version"})
+        return cls(_text(d["vehicle_version"], f"{where}.vehicle_version"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": BASELINE, "vehicle_version": self.vehicle_version}
+
+
+# -- Director repository ---------------------------------------------------------------
+@dataclass(frozen=True)
+class DirectorDelta:
+    target: str
+    base: Hashes
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> DirectorDelta:
+        d = _mapping(data, where, {"target", "base"})
+        return cls(check_target_name(d["target"], f"{where}.target"), Hashes.parse(d["base"], f"{where}.base"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "base": self.base.to_dict()}
+
+
+@dataclass(frozen=True)
+class DirectorEncryption:
+    target: str
+    spec: EncryptionSpec
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> DirectorEncryption:
+        d = _mapping(data, where, {"target", "spec"})
+        return cls(check_target_name(d["target"], f"{where}.target"), EncryptionSpec.parse(d["spec"], f"{where}.spec"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "spec": self.spec.to_dict()}
+
+
+@dataclass(frozen=True)
+class DirectorEcuImage:
+    ecu: str
+    hardware_id: str
+    release_counter: int
+    software_version: str
+    release: str
+    target_vehicle_version: str
+    flash_script: str
+    delta: DirectorDelta | None = None
+    encryption: DirectorEncryption | None = None
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> DirectorEcuImage:
+        d = _mapping(data, where, {"type", "ecu", "hardware_id", "release_counter", "software_version", "release",
+                                   "target_vehicle_version", "flash_script"}, {"delta", "encryption"})
+        return cls(check_ident(d["ecu"], f"{where}.ecu"), check_ident(d["hardware_id"], f"{where}.hardware_id"),
+                   check_counter(d["release_counter"], f"{where}.release_counter"),
+                   check_ident(d["software_version"], f"{where}.software_version"),
+                   check_ident(d["release"], f"{where}.release"),
+                   _text(d["target_vehicle_version"], f"{where}.target_vehicle_version"),
+                   check_ident(d["flash_script"], f"{where}.flash_script"),
+                   DirectorDelta.parse(d["delta"], f"{where}.delta") if d.get("delta") is not None else None,
+                   DirectorEncryption.parse(d["encryption"], f"{where}.encryption")
+                   if d.get("encryption") is not None else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": ECU_IMAGE, "ecu": self.ecu, "hardware_id": self.hardware_id,
+                               "release_counter": self.release_counter, "software_version": self.software_version,
+                               "release": self.release, "target_vehicle_version": self.target_vehicle_version,
+                               "flash_script": self.flash_script}
+        if self.delta is not None:
+            out["delta"] = self.delta.to_dict()
+        if self.encryption is not None:
+            out["encryption"] = self.encryption.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class DirectorBaseline:
+    target_vehicle_version: str
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> DirectorBaseline:
+        d = _mapping(data, where, {"type", "target_vehicle_version"})
+        return cls(_text(d["target_vehicle_version"], f"{where}.target_vehicle_version"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": BASELINE, "target_vehicle_version": self.target_vehicle_version}
