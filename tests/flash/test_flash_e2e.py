@@ -282,8 +282,8 @@ def test_the_demo_flashes_a_single_bank_and_an_ab_ecu(bench_env: dict[str, str])
 
     from flashkit import otactl
 
-    done = subprocess.run(otactl("demo", "--flash-only", "--image-size", str(16 * 1024)), capture_output=True, text=True,
-                          env=bench_env, timeout=180)
+    done = subprocess.run(otactl("demo", "--flash-only", "--image-size", str(16 * 1024)), capture_output=True,
+                          text=True, env=bench_env, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "engine: flashed; software version now 1.0.1" in out

@@ -1,0 +1,188 @@
+"""Runs one campaign: asks the pure core what to do, journals, carries the steps out.
+
+The loop (:meth:`CampaignDriver.run`)::
+
+    snapshot = journal.snapshot(id)
+    decision = core.decide(snapshot, running)
+    finished  -> journal.finish, event agent.campaign.state done
+    actions   -> journal.begin(step)  (before it starts) ; spawn the step
+    wait for a step to end (or a cancel) -> journal.end(step, done|failed)
+
+A resumed campaign (engine restarted) is the same loop: ``running`` is empty, so
+the core sees the steps that were open as interrupted (see
+:mod:`agent.engine.campaign`). OTA mode held by the campaign is entered again
+on take-up (the lease may have expired while the engine was down) and its lease
+is renewed every lease/3 until the campaign leaves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from agent.engine.campaign import Action, CampaignCore, Decision, Key
+from agent.engine.journal import Journal
+from agent.engine.steps import StepOutcome, Steps
+
+log = logging.getLogger(__name__)
+
+PublishFn = Callable[[str, Mapping[str, Any]], Any]
+
+
+class CampaignDriver:
+    def __init__(self, campaign_id: str, journal: Journal, core: CampaignCore, steps: Steps,
+                 publish: PublishFn) -> None:
+        self.cid = campaign_id
+        self.journal = journal
+        self.core = core
+        self.steps = steps
+        self.publish = publish
+        self.running: dict[Key, tuple[int, asyncio.Task[StepOutcome]]] = {}
+        self.phase = "check"
+        self.ending: str | None = None
+        #: per ECU (None: the download) the last progress seen
+        self.progress: dict[str | None, dict[str, Any]] = {}
+        self._wake = asyncio.Event()
+        self._renewer: asyncio.Task[None] | None = None
+        self.outcome: Any = None
+
+    # -- called from the daemon ----------------------------------------------------------------
+    def decide(self) -> Decision:
+        return self.core.decide(self.journal.snapshot(self.cid), self.running.keys())
+
+    def cancel(self) -> str:
+        """Take a cancel if the core says this is a safe point; raises VehicleStateError otherwise."""
+        from agent.errors import VehicleStateError
+
+        ok, why = self.core.can_cancel(self.journal.snapshot(self.cid), self.running.keys())
+        if not ok:
+            raise VehicleStateError(f"cannot cancel campaign {self.cid} now: {why}")
+        self.journal.request_cancel(self.cid)
+        if self.phase in ("check", "download", "consent", "preconditions"):
+            for key, (_row, task) in list(self.running.items()):
+                log.info("campaign %s: cancel stops %s", self.cid, key[0])
+                task.cancel()
+        self._wake.set()
+        return why
+
+    def on_progress(self, ecu: str | None, step: str, done_bytes: int, total: int) -> None:
+        now = {"step": step, "bytes_done": done_bytes, "bytes_total": total}
+        if self.progress.get(ecu) == now:
+            return
+        self.progress[ecu] = now
+        self.publish("agent.campaign.progress", {"campaign_id": self.cid, "ecu": ecu, "step": step,
+                                                 "bytes_done": done_bytes, "bytes_total": total})
+
+    # -- the loop --------------------------------------------------------------------------------
+    async def run(self) -> Any:
+        snap = self.journal.snapshot(self.cid)
+        if _ota_mode_held(snap.steps):
+            await self._take_up_ota_mode()
+        try:
+            while True:
+                decision = self.decide()
+                if decision.finished is not None:
+                    await self._stop_renewer()
+                    self._finish(decision)  # journalled before anyone hears it ended
+                    self._phase(decision)
+                    return decision.finished
+                self._phase(decision)
+                for action in decision.actions:
+                    self._start(action)
+                await self._wait()
+        finally:
+            await self._stop_renewer()
+            for _row, task in self.running.values():
+                task.cancel()
+
+    def _context(self) -> dict[str, Any]:
+        ctx: dict[str, Any] = {}
+        for row in self.journal.steps(self.cid):
+            if row.ecu is None and row.state == "done" and row.step in ("check", "download"):
+                ctx[row.step] = dict(row.result or {})
+        return ctx
+
+    def _start(self, action: Action) -> None:
+        row = self.journal.begin(self.cid, action.step, action.ecu, action.data)
+        log.info("campaign %s: %s%s started", self.cid, action.step, f" {action.ecu}" if action.ecu else "")
+        task = asyncio.create_task(self.steps.run(action, self._context()),
+                                   name=f"campaign:{self.cid}:{action.step}:{action.ecu}")
+        task.add_done_callback(lambda _t: self._wake.set())
+        self.running[action.key] = (row, task)
+
+    async def _wait(self) -> None:
+        if not any(task.done() for _row, task in self.running.values()):
+            self._wake.clear()
+            await self._wake.wait()
+        for key, (row, task) in list(self.running.items()):
+            if not task.done():
+                continue
+            del self.running[key]
+            if task.cancelled():
+                self.journal.end(row, "interrupted", None, "cancelled")
+                continue
+            outcome = task.result()
+            self.journal.end(row, outcome.state, outcome.result, outcome.error)
+            log.info("campaign %s: %s%s %s%s", self.cid, key[0], f" {key[1]}" if key[1] else "", outcome.state,
+                     f": {outcome.error}" if outcome.error else "")
+            if key == ("check", None) and outcome.state == "done":
+                assignment = outcome.result.get("assignment")
+                self.journal.set_versions(self.cid, from_version=outcome.result.get("vehicle_version"),
+                                          to_version=assignment.get("target_vehicle_version") if assignment else None,
+                                          assignment=assignment)
+            if key == ("ota_mode_on", None) and outcome.state == "done":
+                self._start_renewer()
+            if key == ("ota_mode_off", None):
+                await self._stop_renewer()
+
+    def _phase(self, decision: Decision) -> None:
+        if (decision.phase, decision.ending) != (self.phase, self.ending) or decision.finished is not None:
+            self.phase, self.ending = decision.phase, decision.ending
+            params: dict[str, Any] = {"campaign_id": self.cid, "state": decision.phase, "ending": decision.ending}
+            if decision.finished is not None:
+                params.update(result=decision.finished.result, detail=decision.finished.detail)
+            self.publish("agent.campaign.state", params)
+
+    def _finish(self, decision: Decision) -> None:
+        outcome = decision.finished
+        assert outcome is not None
+        self.outcome = outcome
+        installed: dict[str, Any] = {}
+        ctx = self._context()
+        images = (ctx.get("download") or {}).get("images") or {}
+        previous = (ctx.get("download") or {}).get("previous") or {}
+        for ecu, state in outcome.ecus.items():
+            if state == "installed" and ecu in images:
+                installed[ecu] = images[ecu]
+            elif state == "rolled_back" and previous.get(ecu):
+                installed[ecu] = previous[ecu]
+        self.journal.finish(self.cid, outcome.result, outcome.detail, outcome.ecus, installed)
+        log.info("campaign %s ended: %s (%s)", self.cid, outcome.result, outcome.detail)
+
+    # -- OTA mode lease --------------------------------------------------------------------------
+    async def _take_up_ota_mode(self) -> None:
+        from agent.errors import OtaError
+
+        try:
+            await self.steps.ota_mode_enter()
+        except OtaError as e:
+            log.warning("campaign %s: re-entering OTA mode after the restart failed: %s", self.cid, e)
+        self._start_renewer()
+
+    def _start_renewer(self) -> None:
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self.steps.renew_ota_mode(), name=f"campaign:{self.cid}:lease")
+
+    async def _stop_renewer(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+            self._renewer = None
+
+
+def _ota_mode_held(rows: Any) -> bool:
+    on = any(r.step == "ota_mode_on" and r.state == "done" for r in rows)
+    off = any(r.step == "ota_mode_off" and r.state == "done" for r in rows)
+    return on and not off

@@ -1,0 +1,432 @@
+"""The campaign's steps carried out with the other daemons (IPC calls, contract method names).
+
+One coroutine per step of :mod:`agent.engine.campaign`; each returns a
+:class:`StepOutcome` (``done`` with its result, or ``failed`` with the error text)
+and never raises for a failure of the step itself: a daemon answering with an
+error, a daemon that is gone, a job that failed. Cancellation (asyncio) passes through.
+
+Waiting on downloads and jobs polls their status (``poll_interval``) rather than
+relying only on events: a poll survives a reconnect of the IPC client and the
+restart of the daemon, where an event sent while we were reconnecting is lost.
+Progress is relayed from those polls and from the update agent's progress events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.engine.campaign import Action
+from agent.errors import OtaError, OtaTimeoutError, TransportError
+
+log = logging.getLogger(__name__)
+
+#: (daemon, method, params) -> result
+CallFn = Callable[[str, str, Mapping[str, Any]], Awaitable[Any]]
+#: (ecu or None, step, bytes_done, bytes_total)
+ProgressFn = Callable[[str | None, str, int, int], None]
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    state: str  # done | failed | interrupted (the daemon carrying it out died under it)
+    result: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def done(result: Mapping[str, Any] | None = None) -> StepOutcome:
+    return StepOutcome("done", dict(result or {}))
+
+
+def failed(error: str, result: Mapping[str, Any] | None = None) -> StepOutcome:
+    return StepOutcome("failed", dict(result or {}), error)
+
+
+def image_format(name: str) -> str:
+    """The flash image format from a target or file name (.hex, .s19/.srec/.mot, .bin)."""
+    suffix = Path(name).suffix.lower()
+    if suffix in (".hex", ".ihex"):
+        return "ihex"
+    if suffix in (".s19", ".s28", ".s37", ".srec", ".mot"):
+        return "srec"
+    return "bin"
+
+
+def order_target(ecu: Mapping[str, Any]) -> dict[str, Any]:
+    """One ECU assignment (``dmclient.check`` result) as a download-order target.
+
+    Mirrors :meth:`dmclient.uptane.assignment.EcuAssignment.order_target` on the JSON form.
+    """
+    name = re.sub(r"[^A-Za-z0-9._:+-]", "_", f"{ecu['ecu']}:{str(ecu['target']).rpartition('/')[2]}")[:64]
+    out: dict[str, Any] = {"name": name, "length": ecu["length"], "hashes": dict(ecu["hashes"]), "url": ecu["url"]}
+    if ecu.get("encryption"):
+        out["encryption"] = dict(ecu["encryption"]["spec"])
+    if ecu.get("delta"):
+        d = ecu["delta"]
+        out["delta"] = {"base": dict(d["base"]), "url": d["url"], "length": d["length"], "hashes": dict(d["hashes"])}
+    return out
+
+
+def _err(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+class Steps:
+    """Runs the steps of one campaign; see the module docstring."""
+
+    def __init__(self, campaign_id: str, call: CallFn, progress: ProgressFn, *, baseline: Path,
+                 ota_mode_lease: float, poll_interval: float, job_timeout: float,
+                 consent: bool = True, clock: Callable[[], float] = time.monotonic,
+                 source: Mapping[str, Any] | None = None,
+                 install: Mapping[str, Any] | None = None) -> None:
+        self.cid = campaign_id
+        #: for an install campaign: {release_dir, release, image_root, work_dir, ecus}
+        self.install = install
+        #: for a rollback campaign: the campaign it undoes ({id, check, download} of its journal)
+        self.source = source
+        self.call = call
+        self.progress = progress
+        self.baseline = baseline
+        self.lease = ota_mode_lease
+        self.poll = poll_interval
+        self.job_timeout = job_timeout
+        self.consent_required = consent
+        self.clock = clock
+
+    async def run(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        """Carry out ``action``; ``context``: results of earlier steps (check, download)."""
+        fn = getattr(self, f"step_{action.step}", None)
+        if fn is None:
+            return failed(f"the engine has no step {action.step!r}")
+        try:
+            outcome: StepOutcome = await fn(action, context)
+            return outcome
+        except asyncio.CancelledError:
+            raise
+        except OtaError as e:
+            return failed(_err(e))
+        except Exception as e:  # a bug must not leave the step open forever: journal it as failed
+            log.exception("campaign %s: step %s crashed", self.cid, action.step)
+            return failed(f"internal error: {_err(e)}")
+
+    # -- check ---------------------------------------------------------------------------------
+    async def current_version(self) -> tuple[str | None, dict[str, Any]]:
+        match = await self.call("update_agent", "update_agent.baseline.match",
+                                {"software_baseline": str(self.baseline), "refresh": True})
+        version = match.get("vehicle_version") if match.get("matched") else None
+        return version, match
+
+    async def step_check(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        version, match = await self.current_version()
+        if self.source is not None:
+            return self.rollback_check(version, match)
+        if self.install is not None:
+            return await self.install_check(version)
+        if version is None:
+            return failed("the ECU versions match no vehicle version of the baseline "
+                          f"({_mismatch(match)}); refusing to update a vehicle in an unknown state")
+        check = await self.call("dmclient", "dmclient.check", {"vehicle_version": version})
+        return done({"status": check["status"], "vehicle_version": version, "assignment": check["assignment"]})
+
+    def rollback_check(self, version: str | None, match: Mapping[str, Any]) -> StepOutcome:
+        """A rollback campaign's "assignment": the source campaign's previous images, back to its old version."""
+        assert self.source is not None
+        src_check, src_download = self.source["check"], self.source["download"]
+        installed_version = src_check["assignment"]["target_vehicle_version"]
+        if version != installed_version:
+            return failed(f"the vehicle matches {version or 'no vehicle version'} ({_mismatch(match)}), not "
+                          f"{installed_version} that campaign {self.source['id']} installed; nothing to roll back")
+        ecus = []
+        for ecu in src_download.get("images") or {}:
+            prev = (src_download.get("previous") or {}).get(ecu)
+            if not prev or not prev.get("path"):
+                return failed(f"campaign {self.source['id']} kept no previous image of {ecu}")
+            ecus.append({"ecu": ecu, "target": prev["name"], "length": prev["length"], "hashes": prev["hashes"],
+                         "release_counter": prev["release_counter"], "software_version": "previous",
+                         "release": f"rollback of {self.source['id']}"})
+        return done({"status": "update", "vehicle_version": version, "assignment": {
+            "target_vehicle_version": src_check["vehicle_version"], "ecus": ecus,
+            "baseline": src_check["assignment"]["baseline"]}})
+
+    async def install_check(self, version: str | None) -> StepOutcome:
+        from agent.engine.release_dir import load_release
+
+        assert self.install is not None
+        i = self.install
+        if i.get("image_root") is None:
+            return failed("installing a release directory needs 'install.image_root' (the vehicle's trusted "
+                          "Image root) in the engine's configuration")
+        result = await asyncio.to_thread(
+            load_release, Path(i["release_dir"]), i.get("release"), trusted_root=Path(i["image_root"]),
+            work_dir=Path(i["work_dir"]), ecus=set(i["ecus"]), current_version=version)
+        return done(result)
+
+    async def install_download(self, context: Mapping[str, Any]) -> StepOutcome:
+        """The images were verified into the engine's work directory by the check: no transfer."""
+        ecus = context["check"]["assignment"]["ecus"]
+        images = {e["ecu"]: {"path": e["path"], "format": image_format(e["target"]), "name": e["target"],
+                             "length": e["length"], "hashes": dict(e["hashes"]),
+                             "release_counter": e["release_counter"], "software_version": e["software_version"]}
+                  for e in ecus}
+        return done({"images": images, "previous": await self.previous_images([e["ecu"] for e in ecus])})
+
+    async def rollback_download(self) -> StepOutcome:
+        """The previous images are in the cache already (pinned previous:<ecu>): check and pin them."""
+        assert self.source is not None
+        src_download = self.source["download"]
+        cache = {e["sha256"]: e["path"] for e in (await self.call("dmclient", "dmclient.cache.list", {}))["entries"]}
+        images: dict[str, Any] = {}
+        for ecu, prev in (src_download.get("previous") or {}).items():
+            if ecu not in (src_download.get("images") or {}):
+                continue
+            sha = prev["hashes"]["sha256"]
+            if sha not in cache:
+                return failed(f"the previous image of {ecu} ({prev['name']}) is no longer in the package cache")
+            await self.call("dmclient", "dmclient.cache.pin", {"sha256": sha, "owner": f"campaign:{self.cid}"})
+            images[ecu] = {**prev, "path": cache[sha]}
+        return done({"images": images, "previous": dict(src_download.get("images") or {})})
+
+    # -- download ------------------------------------------------------------------------------
+    async def step_download(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        if self.source is not None:
+            return await self.rollback_download()
+        if self.install is not None:
+            return await self.install_download(context)
+        assignment = context["check"]["assignment"]
+        ecus = list(assignment["ecus"])
+        order = await self.call("dmclient", "dmclient.download.start",
+                                {"targets": [order_target(e) for e in ecus], "pin": f"campaign:{self.cid}"})
+        ids = [t["id"] for t in order["targets"]]
+        while True:
+            status = (await self.call("dmclient", "dmclient.download.status", {"ids": ids}))["targets"]
+            total = sum(t["total"] or 0 for t in status)
+            self.progress(None, "download", sum(t["bytes"] for t in status), total)
+            bad = [t for t in status if t["state"] in ("failed", "cancelled")]
+            if bad:
+                return failed("; ".join(f"{t['name']}: {t['error'] or t['state']}" for t in bad))
+            if all(t["state"] == "done" for t in status):
+                break
+            await asyncio.sleep(self.poll)
+        by_id = {t["id"]: t for t in status}
+        images: dict[str, Any] = {}
+        for ecu, t in zip(ecus, (by_id[i] for i in ids), strict=True):
+            images[ecu["ecu"]] = {"path": t["path"], "format": image_format(ecu["target"]), "name": ecu["target"],
+                                  "length": ecu["length"], "hashes": dict(ecu["hashes"]),
+                                  "release_counter": ecu["release_counter"],
+                                  "software_version": ecu["software_version"]}
+        previous = await self.previous_images([e["ecu"] for e in ecus])
+        return done({"images": images, "previous": previous})
+
+    async def previous_images(self, ecus: list[str]) -> dict[str, Any]:
+        """What is installed on each ECU now, located in dmclient's cache and pinned for the rollback.
+
+        dmclient's installed-image records are the source: the bench's end-of-line provisioning
+        writes the factory images' records (and puts the images in the cache), and the engine
+        records every install and rollback there (``dmclient.installed.record``).
+        """
+        installed = (await self.call("dmclient", "dmclient.installed.list", {}))["ecus"]
+        cache = (await self.call("dmclient", "dmclient.cache.list", {}))["entries"]
+        paths = {e["sha256"]: e["path"] for e in cache}
+        out: dict[str, Any] = {}
+        for ecu in ecus:
+            rec = installed.get(ecu)
+            if rec is None:
+                continue
+            sha = rec["hashes"]["sha256"]
+            path = paths.get(sha)
+            if path is not None:
+                await self.call("dmclient", "dmclient.cache.pin", {"sha256": sha, "owner": f"campaign:{self.cid}"})
+            out[ecu] = {**rec, "path": path, "format": image_format(rec["name"])} if path is not None else None
+        return out
+
+    # -- consent, preconditions, OTA mode ------------------------------------------------------
+    async def step_consent(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        check = context["check"]
+        ecus = check["assignment"]["ecus"]
+        offer = {"from_version": check["vehicle_version"],
+                 "to_version": check["assignment"]["target_vehicle_version"],
+                 "ecus": [e["ecu"] for e in ecus], "size_bytes": sum(int(e["length"]) for e in ecus),
+                 "est_install_s": float(30 * len(ecus))}
+        answer = await self.call("hmi_agent", "hmi_agent.consent.request", {"campaign_id": self.cid, "offer": offer})
+        while answer["decision"] == "pending":
+            await asyncio.sleep(max(self.poll, 0.5))
+            status = await self.call("hmi_agent", "hmi_agent.consent.status", {"campaign_id": self.cid,
+                                                                              "audit_limit": 0})
+            answer = status["consents"][0] if status["consents"] else answer
+        return done({"decision": answer["decision"], "source": answer["source"]})
+
+    async def step_preconditions(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        verdict = await self.call("system_agent", "system_agent.preconditions.check",
+                                  {"phase": str(action.data.get("phase", "install"))})
+        if verdict["ok"]:
+            return done({"ok": True})
+        rules = "; ".join(f"{f['rule']} (seen {f['value']!r}, wants {f['expected']})" for f in verdict["failed"])
+        return failed(rules, {"failed": verdict["failed"]})
+
+    async def ota_mode_enter(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("system_agent", "system_agent.ota_mode.enter",
+                                                 {"campaign_id": self.cid, "lease_s": self.lease})
+        return result
+
+    async def step_ota_mode_on(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        state = await self.ota_mode_enter()
+        if not state["active"]:
+            return failed(f"the system agent did not enter OTA mode: {'; '.join(state['errors'])}")
+        return done({"errors": state["errors"]})
+
+    async def step_ota_mode_off(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        state = await self.call("system_agent", "system_agent.ota_mode.exit", {"campaign_id": self.cid})
+        if state["active"]:
+            return failed("the system agent is still in OTA mode")
+        return done({"errors": state["errors"]})
+
+    async def renew_ota_mode(self) -> None:
+        """Renew the lease every lease/3 while the campaign holds OTA mode (cancelled at exit)."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.call("system_agent", "system_agent.ota_mode.renew",
+                                {"campaign_id": self.cid, "lease_s": self.lease})
+            except OtaError as e:
+                log.warning("campaign %s: renewing the OTA-mode lease failed: %s", self.cid, e)
+
+    # -- flash and rollback --------------------------------------------------------------------
+    async def step_flash(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        ecu = str(action.ecu)
+        image = action.data["image"]
+        outcome = await self.job(action, "update_agent.job.flash",
+                                 {"ecu": ecu, "image_path": image["path"], "format": image["format"]})
+        if outcome.state == "done":
+            await self.record_installed(ecu, image)
+        return outcome
+
+    async def step_rollback(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        ecu = str(action.ecu)
+        image = action.data.get("image")
+        params: dict[str, Any] = {"ecu": ecu, "method": action.data["method"]}
+        if action.data["method"] == "reflash":
+            if not image or not image.get("path"):
+                return failed(f"no previous image to reflash {ecu} with")
+            params.update(image_path=image["path"], format=image["format"])
+        outcome = await self.job(action, "update_agent.job.rollback", params)
+        if outcome.state == "done" and image:
+            await self.record_installed(ecu, image)
+        return outcome
+
+    async def record_installed(self, ecu: str, image: Mapping[str, Any]) -> None:
+        await self.call("dmclient", "dmclient.installed.record", {"ecu": ecu, "image": {
+            "name": image["name"], "length": image["length"], "hashes": dict(image["hashes"]),
+            "release_counter": image["release_counter"]}})
+
+    async def job(self, action: Action, method: str, params: dict[str, Any]) -> StepOutcome:
+        """Start (or take up) an update-agent job and wait for its end."""
+        ecu = str(action.ecu)
+        prev = action.data.get("previous_job")
+        if prev:
+            status = await self.call("update_agent", "update_agent.job.status", {"job_id": prev})
+            if status["state"] == "succeeded":
+                log.info("campaign %s: %s job %s finished while the engine was away", self.cid, ecu, prev)
+                return done({"job_id": prev, "job": status.get("result") or {}})
+            if status["state"] in ("queued", "running"):
+                log.info("campaign %s: waiting for %s job %s started before the restart", self.cid, ecu, prev)
+                outcome = await self.wait_job(prev, ecu, action.step)
+                if outcome.state == "done":
+                    return outcome
+            # failed, Interrupted, unknown: the ECU's script runs again from its start
+        job_id = str(action.data["job_id"])
+        await self.call("update_agent", method, {"job_id": job_id, **params})
+        return await self.wait_job(job_id, ecu, action.step)
+
+    async def wait_job(self, job_id: str, ecu: str, step: str) -> StepOutcome:
+        deadline = self.clock() + self.job_timeout
+        while True:
+            try:
+                status = await self.call("update_agent", "update_agent.job.status", {"job_id": job_id})
+            except (TransportError, OtaTimeoutError) as e:
+                # the update agent restarts or the connection dropped: the job's fate is in its
+                # records (a job cut short by a restart reports failed/Interrupted); ask again
+                if self.clock() > deadline:
+                    raise
+                log.warning("campaign %s: asking about job %s failed (%s); asking again", self.cid, job_id, e)
+                await asyncio.sleep(max(self.poll, 0.5))
+                continue
+            state = status["state"]
+            if state == "succeeded":
+                return done({"job_id": job_id, "job": status.get("result") or {}})
+            if state in ("failed", "unknown"):
+                err = status.get("error") or {}
+                text = f"{err.get('class', 'JobFailed')}: {err.get('message', state)}"
+                if err.get("step"):
+                    text += f" (at {err['step']})"
+                if err.get("class") == "Interrupted":
+                    # the update agent died under the job: not the ECU refusing the image. Journalled
+                    # as an interruption (the loop breaker bounds it), not as a failed flash attempt
+                    return StepOutcome("interrupted", {"job_id": job_id, "error": err}, text)
+                return failed(text, {"job_id": job_id, "error": err})
+            if self.clock() > deadline:
+                return failed(f"OtaTimeoutError: {step} job {job_id} of {ecu} did not end within "
+                              f"{self.job_timeout:.0f} s", {"job_id": job_id})
+            await asyncio.sleep(self.poll)
+
+    # -- verify, report --------------------------------------------------------------------------
+    async def verify_against(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        want = action.data.get("vehicle_version")
+        baseline = context["check"]["assignment"]["baseline"]["path"]
+        match = await self.call("update_agent", "update_agent.baseline.match",
+                                {"software_baseline": baseline, "refresh": True})
+        got = match.get("vehicle_version") if match.get("matched") else None
+        if got == want:
+            return done({"vehicle_version": got})
+        return failed(f"expected {want}, the vehicle matches {got or 'no vehicle version'} ({_mismatch(match)})",
+                      {"vehicle_version": got})
+
+    async def step_verify(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        return await self.verify_against(action, context)
+
+    async def step_verify_rollback(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        return await self.verify_against(action, context)
+
+    async def step_report(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        result = str(action.data.get("result"))
+        notes: list[str] = []
+        try:
+            text = f"update {result}: {action.data.get('detail', '')}"[:4096]
+            await self.call("hmi_agent", "hmi_agent.display", {"campaign_id": self.cid, "text": text})
+        except OtaError as e:
+            notes.append(f"display: {e}")
+        try:
+            if result == "succeeded":
+                await self.pin_rollback_images(context)
+            await self.call("dmclient", "dmclient.cache.unpin", {"owner": f"campaign:{self.cid}"})
+        except OtaError as e:
+            notes.append(f"cache pins: {e}")
+        return done({"notes": notes})
+
+    async def pin_rollback_images(self, context: Mapping[str, Any]) -> None:
+        """Keep what a later rollback needs in the cache after the campaign's own pins go.
+
+        ``installed:<ecu>``: the image now on the ECU (the next campaign's rollback image);
+        ``previous:<ecu>``: the image it replaced (what ``otactl rollback`` reflashes).
+        """
+        download = context.get("download") or {}
+        previous = download.get("previous") or {}
+        for ecu, image in (download.get("images") or {}).items():
+            for owner, img in ((f"installed:{ecu}", image), (f"previous:{ecu}", previous.get(ecu))):
+                await self.call("dmclient", "dmclient.cache.unpin", {"owner": owner})
+                if img and img.get("path"):
+                    await self.call("dmclient", "dmclient.cache.pin",
+                                    {"sha256": img["hashes"]["sha256"], "owner": owner})
+
+
+def _mismatch(match: Mapping[str, Any]) -> str:
+    report = match.get("report") or {}
+    for key in ("reason", "summary", "detail"):
+        if report.get(key):
+            return str(report[key])
+    return "see 'otactl baseline'"

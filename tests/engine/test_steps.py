@@ -1,0 +1,109 @@
+"""The steps' use of the other daemons, against a scripted fake of their IPC answers (no processes)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from agent.engine.campaign import Action
+from agent.engine.steps import Steps, image_format, order_target
+from agent.errors import TransportError
+
+IMAGE = {"path": "/cache/engine.hex", "format": "ihex", "name": "engine/engine-1.1.0.hex", "length": 10,
+         "hashes": {"sha256": "ab" * 32}, "release_counter": 2, "software_version": "1.1.0"}
+
+
+class FakePeers:
+    def __init__(self, jobs: dict[str, list[Any]]) -> None:
+        self.jobs = jobs  # job id -> answers of job.status in order (an exception is raised)
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def call(self, daemon: str, method: str, params: Mapping[str, Any]) -> Any:
+        self.calls.append((method, dict(params)))
+        if method == "update_agent.job.status":
+            answers = self.jobs.get(params["job_id"], ["unknown"])
+            answer = answers.pop(0) if len(answers) > 1 else answers[0]
+            if isinstance(answer, Exception):
+                raise answer
+            if isinstance(answer, dict):
+                return {"job_id": params["job_id"], "ecu": "engine", **answer}
+            return {"job_id": params["job_id"], "ecu": "engine", "state": answer}
+        if method == "update_agent.job.flash":
+            self.jobs.setdefault(params["job_id"], ["running", "succeeded"])
+            return {"job_id": params["job_id"]}
+        return None
+
+    def methods(self) -> list[str]:
+        return [m for m, _ in self.calls]
+
+
+def steps(peers: FakePeers) -> Steps:
+    return Steps("c1", peers.call, lambda *a: None, baseline=Path("/b.xml"), ota_mode_lease=30,
+                 poll_interval=0.001, job_timeout=60)
+
+
+def flash(previous_job: str | None) -> Action:
+    return Action("flash", "engine", {"job_id": "c1-flash-engine-2", "previous_job": previous_job, "image": IMAGE})
+
+
+def test_a_job_that_finished_while_the_engine_was_away_is_not_flashed_again() -> None:
+    peers = FakePeers({"c1-flash-engine-1": ["succeeded"]})
+    outcome = asyncio.run(steps(peers).run(flash("c1-flash-engine-1"), {}))
+    assert outcome.state == "done" and outcome.result["job_id"] == "c1-flash-engine-1"
+    assert "update_agent.job.flash" not in peers.methods()
+    assert "dmclient.installed.record" in peers.methods()  # the install is recorded all the same
+
+
+def test_a_job_still_running_after_the_restart_is_awaited_not_duplicated() -> None:
+    peers = FakePeers({"c1-flash-engine-1": ["running", "running", "succeeded"]})
+    outcome = asyncio.run(steps(peers).run(flash("c1-flash-engine-1"), {}))
+    assert outcome.state == "done" and "update_agent.job.flash" not in peers.methods()
+
+
+def test_an_interrupted_job_is_run_again_from_the_start_under_the_new_id() -> None:
+    interrupted = {"state": "failed", "error": {"class": "Interrupted", "message": "the update agent restarted"}}
+    peers = FakePeers({"c1-flash-engine-1": [interrupted]})
+    outcome = asyncio.run(steps(peers).run(flash("c1-flash-engine-1"), {}))
+    assert outcome.state == "done"
+    started = [p for m, p in peers.calls if m == "update_agent.job.flash"]
+    assert started == [{"job_id": "c1-flash-engine-2", "ecu": "engine", "image_path": "/cache/engine.hex",
+                        "format": "ihex"}]
+
+
+def test_losing_the_update_agent_while_waiting_asks_again_and_reports_its_verdict() -> None:
+    failed = {"state": "failed", "error": {"class": "NegativeResponseError", "message": "0x72",
+                                           "step": "transfer"}}
+    peers = FakePeers({"c1-flash-engine-2": ["running", TransportError("gone"), failed]})
+    outcome = asyncio.run(steps(peers).run(flash(None), {}))
+    assert outcome.state == "failed"
+    assert outcome.error == "NegativeResponseError: 0x72 (at transfer)"
+    assert "dmclient.installed.record" not in peers.methods()
+
+
+def test_a_daemon_error_fails_the_step_with_its_message_instead_of_raising() -> None:
+    async def call(daemon: str, method: str, params: Mapping[str, Any]) -> Any:
+        raise TransportError("ota-system-agent is not running")
+    s = Steps("c1", call, lambda *a: None, baseline=Path("/b.xml"), ota_mode_lease=30, poll_interval=0.001,
+              job_timeout=60)
+    outcome = asyncio.run(s.run(Action("ota_mode_on"), {}))
+    assert (outcome.state, outcome.error) == ("failed", "TransportError: ota-system-agent is not running")
+
+
+def test_image_format_and_order_target() -> None:
+    assert [image_format(n) for n in ("a/b.hex", "x.S19", "y.bin", "z")] == ["ihex", "srec", "bin", "bin"]
+    ecu = {"ecu": "engine", "target": "engine/engine 1.1.0.hex", "url": "https://b/x", "length": 5,
+           "hashes": {"sha256": "ab" * 32}, "encryption": None,
+           "delta": {"url": "https://b/d", "length": 3, "hashes": {"sha256": "cd" * 32}, "base": {"sha256": "ef" * 32},
+                     "target": "engine/d.bsdiff"}}
+    t = order_target(ecu)
+    assert t["name"] == "engine:engine_1.1.0.hex" and t["delta"]["base"] == {"sha256": "ef" * 32}
+    assert "encryption" not in t
+
+
+def test_a_job_cut_short_by_an_update_agent_restart_is_an_interruption_not_a_failed_flash() -> None:
+    interrupted = {"state": "failed", "error": {"class": "Interrupted", "message": "the update agent restarted"}}
+    peers = FakePeers({"c1-flash-engine-2": ["running", TransportError("gone"), interrupted]})
+    outcome = asyncio.run(steps(peers).run(flash(None), {}))
+    assert outcome.state == "interrupted" and outcome.error is not None and "Interrupted" in outcome.error
