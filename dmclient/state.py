@@ -13,13 +13,13 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ConfigurationError
+from agent.database import open_database, transaction
 
 SCHEMA_VERSION = 1
 
@@ -106,35 +106,15 @@ class StateDb:
         self.path = path
         self.clock = clock
         self._lock = threading.RLock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ConfigurationError(f"state database has schema version {version}, this dmclient "
-                                         f"knows up to {SCHEMA_VERSION}", source=str(path))
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (sqlite3.Error, OSError) as e:
-            raise ConfigurationError(f"cannot open state database: {e}", source=str(path)) from e
+        self._db = open_database(path, what="state database", program="dmclient", schema=_SCHEMA,
+                                 version=SCHEMA_VERSION, foreign_keys=True)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock)
 
     # -- transfers --------------------------------------------------------------------
     def transfer(self, key: str) -> TransferRecord | None:

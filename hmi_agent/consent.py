@@ -23,12 +23,13 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.database import open_database, transaction
 from agent.errors import ConfigurationError, VehicleStateError
 
 POLICIES = ("auto_accept", "ask")
@@ -82,34 +83,14 @@ class ConsentBook:
         self.policy = policy
         self.clock = clock
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as e:
-            raise ConfigurationError(f"cannot open the consent database: {e}", source=str(path)) from e
-        if version > SCHEMA_VERSION:
-            self._db.close()
-            raise ConfigurationError(f"consent database schema {version} is newer than this agent's "
-                                     f"({SCHEMA_VERSION})", source=str(path))
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db = open_database(path, what="the consent database", program="HMI agent", schema=_SCHEMA,
+                                 version=SCHEMA_VERSION)
 
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock)
 
     # -- the flow ---------------------------------------------------------------------------------
     def request(self, campaign_id: str, offer: Mapping[str, Any]) -> tuple[Consent, bool]:

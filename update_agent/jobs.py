@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from agent.errors import ConfigurationError
+from agent.database import open_database, transaction
 
 FILENAME = "jobs.db"
 SCHEMA_VERSION = 1
@@ -107,26 +107,7 @@ class JobTable:
     def open(cls, path: str | Path, *, clock: Callable[[], float] = time.time,
              history_limit: int = 1000) -> JobTable:
         p = Path(path)
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            db = sqlite3.connect(str(p), check_same_thread=False, isolation_level=None, timeout=10.0)
-        except (OSError, sqlite3.Error) as e:
-            raise ConfigurationError(f"cannot open the job table: {e}", source=str(p)) from e
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            (version,) = db.execute("PRAGMA user_version").fetchone()
-            if version > SCHEMA_VERSION:
-                raise ConfigurationError(f"job table schema {version} is newer than this update agent "
-                                         f"understands ({SCHEMA_VERSION}); refusing to touch it", source=str(p))
-            if version == 0:
-                db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-        except sqlite3.Error as e:
-            db.close()
-            raise ConfigurationError(f"job table is not usable: {e}", source=str(p)) from e
-        except BaseException:
-            db.close()
-            raise
+        db = open_database(p, what="the job table", program="update agent", schema=_SCHEMA, version=SCHEMA_VERSION)
         return cls(db, str(p), clock=clock, history_limit=history_limit)
 
     def close(self) -> None:
@@ -164,7 +145,7 @@ class JobTable:
                ) -> tuple[Job, bool]:
         """Record a new queued job, or return the existing one with this id: ``(job, created)``."""
         wanted = dict(request)
-        with self._lock, _transaction(self._db):
+        with transaction(self._db, self._lock):
             row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE job_id = ?",
                                    (job_id,)).fetchone()
             if row is not None:
@@ -207,7 +188,7 @@ class JobTable:
 
     def prune(self) -> int:
         """Delete finished jobs beyond ``history_limit`` (oldest first); how many went."""
-        with self._lock, _transaction(self._db):
+        with transaction(self._db, self._lock):
             cur = self._db.execute(
                 "DELETE FROM jobs WHERE state IN (?, ?) AND seq NOT IN "
                 "(SELECT seq FROM jobs WHERE state IN (?, ?) ORDER BY seq DESC LIMIT ?)",
@@ -215,7 +196,7 @@ class JobTable:
             return cur.rowcount
 
     def _move(self, job_id: str, state: str, **columns: Any) -> Job:
-        with self._lock, _transaction(self._db):
+        with transaction(self._db, self._lock):
             row = self._db.execute("SELECT state FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             if row is None:
                 raise IllegalTransition(f"job {job_id}: no such job")
@@ -226,20 +207,6 @@ class JobTable:
             new = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE job_id = ?",
                                    (job_id,)).fetchone()
         return _job(new)
-
-
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on an autocommit connection."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
 def _job(row: tuple[Any, ...]) -> Job:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
+from agent.database import open_database, transaction
 from agent.errors import ConfigurationError
 from update_agent.version_reading import SOURCES, Source, VersionReading
 
@@ -65,28 +66,7 @@ class VersionStore:
         if p.is_dir():
             raise ConfigurationError("is a directory; the version store is a file (see VersionStore.in_dir)",
                                      source=str(p))
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            db = sqlite3.connect(str(p), check_same_thread=False, isolation_level=None, timeout=10.0)
-        except (OSError, sqlite3.Error) as e:
-            raise ConfigurationError(f"cannot open the version store: {e}", source=str(p)) from e
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            (version,) = db.execute("PRAGMA user_version").fetchone()
-            if version > SCHEMA_VERSION:
-                raise ConfigurationError(
-                    f"version store schema {version} is newer than this agent understands "
-                    f"({SCHEMA_VERSION}); refusing to touch it", source=str(p))
-            if version == 0:  # new file (CREATE ... IF NOT EXISTS: a racing opener is harmless)
-                db.executescript(
-                    f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-        except sqlite3.Error as e:
-            db.close()
-            raise ConfigurationError(f"version store is not usable: {e}", source=str(p)) from e
-        except BaseException:
-            db.close()
-            raise
+        db = open_database(p, what="the version store", program="agent", schema=_SCHEMA, version=SCHEMA_VERSION)
         return cls(db, str(p))
 
     def close(self) -> None:
@@ -107,7 +87,7 @@ class VersionStore:
         if not rows:
             return 0
         placeholders = ", ".join("?" for _ in _COLUMNS)
-        with self._lock, _transaction(self._db):
+        with transaction(self._db, self._lock):
             self._db.executemany(
                 f"INSERT INTO readings ({', '.join(_COLUMNS)}) VALUES ({placeholders})", rows)
         log.debug("stored %d version reading(s)", len(rows))
@@ -135,26 +115,6 @@ class VersionStore:
     def ecus(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT DISTINCT ecu FROM readings ORDER BY ecu")]
-
-
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error (autocommit connection)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if not self.db.in_transaction:
-            return
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
 
 
 def _filters(source: Source | None, answered_only: bool) -> tuple[str, list[Any]]:

@@ -35,14 +35,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.database import open_database, transaction
 from agent.engine.campaign import STEP_STATES, Policy, Snapshot, StepRow
-from agent.errors import ConfigurationError
 
 SCHEMA_VERSION = 1
 
@@ -125,42 +125,18 @@ class Journal:
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as e:
-            raise ConfigurationError(f"cannot open the campaign journal: {e}", source=str(self.path)) from e
-        if version > SCHEMA_VERSION:
-            self._db.close()
-            raise ConfigurationError(f"the campaign journal has schema version {version}, newer than this "
-                                     f"engine understands ({SCHEMA_VERSION}); refusing to touch it",
-                                     source=str(self.path))
-        with self._tx() as db:
-            for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-                db.execute(stmt)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db = open_database(self.path, what="the campaign journal", program="engine", schema=_SCHEMA,
+                                 version=SCHEMA_VERSION, foreign_keys=True)
 
     @property
     def schema_version(self) -> int:
         with self._lock:
             return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock)
 
     def close(self) -> None:
         with self._lock:

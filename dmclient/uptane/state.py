@@ -18,13 +18,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from agent.errors import ConfigurationError
+from agent.database import open_database, transaction
 from dmclient.digests import Hashes
 from dmclient.uptane.manifest import InstalledImage
 
@@ -60,32 +60,13 @@ class InstalledRecord:
 
 class UptaneState:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ConfigurationError(f"Uptane state database has schema {version}, newer than this dmclient "
-                                     f"understands ({SCHEMA_VERSION})", source=str(path))
-        with self._tx() as db:
-            # one statement at a time: executescript() would commit the open transaction
-            for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-                db.execute(stmt)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db = open_database(path, what="the Uptane state database", program="dmclient", schema=_SCHEMA,
+                                 version=SCHEMA_VERSION)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock)
 
     def close(self) -> None:
         with self._lock:

@@ -156,7 +156,7 @@ def test_state_db_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version=99")
     db.close()
-    with pytest.raises(ConfigurationError, match="schema version 99"):
+    with pytest.raises(ConfigurationError, match="state database schema 99 is newer than this dmclient understands"):
         StateDb(path)
     (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(ConfigurationError, match="cannot open state database"):
