@@ -27,18 +27,10 @@ import isotp
 from isotp.protocol import PDU
 
 from agent.config.vehicle import IsoTpConfig
+from update_agent.uds.transport import ISOTP_MODES
 
 log = logging.getLogger(__name__)
 
-ISOTP_MODES = {
-    "normal_11bit": isotp.AddressingMode.Normal_11bits,
-    "normal_29bit": isotp.AddressingMode.Normal_29bits,
-    "normal_fixed_29bit": isotp.AddressingMode.NormalFixed_29bits,
-    "extended_11bit": isotp.AddressingMode.Extended_11bits,
-    "extended_29bit": isotp.AddressingMode.Extended_29bits,
-    "mixed_11bit": isotp.AddressingMode.Mixed_11bits,
-    "mixed_29bit": isotp.AddressingMode.Mixed_29bits,
-}
 #: tester-side ISO-TP parameters that do not describe the ECU's own stack
 _TESTER_ONLY = frozenset({"rate_limit_enable", "rate_limit_max_bitrate", "rate_limit_window_size",
                           "listen_mode", "override_receiver_stmin"})

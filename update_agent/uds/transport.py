@@ -42,7 +42,8 @@ from agent.errors import ConfigurationError, TransportError
 
 log = logging.getLogger(__name__)
 
-_MODES = {
+#: the vehicle config's addressing names, as can-isotp modes (the bench ECUs use the mirror)
+ISOTP_MODES = {
     "normal_11bit": isotp.AddressingMode.Normal_11bits,
     "normal_29bit": isotp.AddressingMode.Normal_29bits,
     "normal_fixed_29bit": isotp.AddressingMode.NormalFixed_29bits,
@@ -92,7 +93,7 @@ class BoundedSendConnection(PythonIsoTpConnection):
 
 def isotp_address(cfg: IsoTpConfig, **partial: bool) -> isotp.Address:
     """The physical tester-side address (tx = tester -> ECU, rx = ECU -> tester)."""
-    mode = _MODES[cfg.addressing]
+    mode = ISOTP_MODES[cfg.addressing]
     kwargs: dict[str, Any] = {}
     if cfg.addressing in PREFIX_MODES:
         kwargs.update(target_address=cfg.target_address, source_address=cfg.source_address)
