@@ -91,6 +91,7 @@ class VersionBroadcaster:
         self._versions = versions
         self._lock = threading.Lock()
         self._task: Any = None
+        self._stopped_thread: threading.Thread | None = None
         self._counter = 0
         self._last_data = bytes(self._message.length)
         #: frames handed to the bus since construction (for tests and logs)
@@ -121,8 +122,16 @@ class VersionBroadcaster:
             self.frames_sent += 1
 
     def start(self) -> None:
-        """(Re)start: the first frame goes out now, with counter 0 and the current version."""
+        """(Re)start: the first frame goes out now, with counter 0 and the current version.
+
+        The previous task's thread is joined here, not in :meth:`stop`: python-can's
+        cyclic thread sleeps a whole period between frames, and :meth:`stop` runs on
+        the ECU's bus loop when it must answer at once (a session change). A start
+        comes with a reset, while nothing is expected to answer yet, and the join
+        still guarantees that no frame of the old task follows the new first frame.
+        """
         self.stop()
+        self._join_stopped()
         with self._lock:
             self._counter = 0
             first = self._data()  # a version that cannot be sent fails here, in the caller
@@ -132,13 +141,24 @@ class VersionBroadcaster:
         self._task = self._bus.send_periodic(msg, self.period, modifier_callback=self._modify)
 
     def stop(self) -> None:
-        """Stop sending (the application is not running); waits until no frame is in flight."""
+        """Stop sending (the application is not running). Returns at once; a frame
+        already being sent may still leave (at most one, with the versions read then)."""
         task, self._task = self._task, None
         if task is None:
             return
         task.stop()
         thread = getattr(task, "thread", None)
         if isinstance(thread, threading.Thread) and thread is not threading.current_thread():
+            self._stopped_thread = thread
+
+    def close(self) -> None:
+        """Stop and wait until the last frame has left (before the bus is shut down)."""
+        self.stop()
+        self._join_stopped()
+
+    def _join_stopped(self) -> None:
+        thread, self._stopped_thread = self._stopped_thread, None
+        if thread is not None:
             thread.join(self.period + 1.0)
 
     def restart(self) -> None:

@@ -36,6 +36,9 @@ class Application(Protocol):
 
     def stop(self) -> None: ...
 
+    def close(self) -> None:
+        """Stop and wait until nothing more is sent (before the bus closes)."""
+
 
 class BusRunner:
     """Serves the ECUs of one bus from one thread."""
@@ -73,7 +76,7 @@ class BusRunner:
         if self._thread.is_alive():
             self._thread.join(10)
         for app in self.applications.values():
-            app.stop()
+            app.close()
 
     def _sync_application(self, index: int) -> None:
         """Start / stop / restart the ECU's application side to match the core's state."""
