@@ -244,7 +244,12 @@ class UpdateAgentDaemon(Daemon):
             extra = sorted(k for k in ("image_path", "format", "base_address") if k in p)
             if extra:
                 raise SchemaError(f"{m}: params.{extra[0]}: not used by switch_bank")
+            if "expected_version" in p:
+                request["expected_version"] = p["expected_version"]
         else:
+            if "expected_version" in p:
+                raise SchemaError(f"{m}: params.expected_version: used by switch_bank only (a reflash writes "
+                                  "the previous image whatever the ECU runs)")
             if "image_path" not in p or "format" not in p:
                 raise SchemaError(f"{m}: params.{'image_path' if 'image_path' not in p else 'format'}: "
                                   "reflash needs the previous image (image_path and format)")

@@ -43,10 +43,11 @@ def error_record(error: BaseException, step: str | None = None) -> dict[str, Any
     return record
 
 
-def _outcome(result: FlashResult, method: str | None = None) -> Outcome:
+def _outcome(result: FlashResult, method: str | None = None, extra: Mapping[str, Any] | None = None) -> Outcome:
     data = result.to_dict()
     if method is not None:
         data["method"] = method
+    data.update(extra or {})
     if result.error is None:
         return Outcome(SUCCEEDED, data, None)
     return Outcome(FAILED, data, error_record(result.error, result.failed_step))
@@ -62,7 +63,8 @@ def run_job(vehicle: VehicleConfig, kind: str, ecu: str, request: Mapping[str, A
             return _outcome(flash_ecu(vehicle, ecu, image, progress=progress))
         method = request["method"]
         if method == "switch_bank":
-            return _outcome(switch_bank(vehicle, ecu, progress=progress), method)
+            switch = switch_bank(vehicle, ecu, expected_version=request.get("expected_version"), progress=progress)
+            return _outcome(switch.result, method, switch.details())
         path = require_image(method, request.get("image_path"))
         image = load_image(path, fmt=request.get("format"), base_address=request.get("base_address"))
         return _outcome(reflash(vehicle, ecu, image, progress=progress), method)

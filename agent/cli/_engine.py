@@ -67,5 +67,6 @@ def ecu_table(c: Mapping[str, Any]) -> Any:
     for ecu, s in sorted(c["ecus"].items()):
         total = s["bytes_total"]
         progress = f"{100 * s['bytes_done'] / total:.0f}% of {human_bytes(total)}" if total else "-"
-        table.add_row(ecu, s["outcome"], s["step"] or "-", progress, str(s["attempts"]), s["job_id"] or "-")
+        state = f"{s['outcome']} ({s['note']})" if s.get("note") else s["outcome"]
+        table.add_row(ecu, state, s["step"] or "-", progress, str(s["attempts"]), s["job_id"] or "-")
     return table

@@ -83,7 +83,8 @@ def run_full(args: argparse.Namespace) -> int:
 
 
 def _fault_for(ecu: str) -> dict[str, Any]:
-    """Always for an A/B ECU (its rollback switches banks); a single-bank ECU's rollback reflashes, so
+    """Always for an A/B ECU (its rollback flashes nothing: it finds the ECU still on its old bank, the
+    failed flash never activated the new one, or switches banks); a single-bank ECU's rollback reflashes, so
     the fault must stop after the engine's flash attempts (2 in configs/bench-stack.yaml)."""
     stack = yaml.safe_load(STACK_TEMPLATE.read_text())
     attempts = int(stack.get("agent", {}).get("campaign", {}).get("flash_attempts", 2))
@@ -179,11 +180,15 @@ def _summary(out: Console, campaign: dict[str, Any]) -> None:
     out.print(f"campaign {campaign['id']}: {campaign['from_version']} -> {campaign['to_version']}: "
               f"[bold]{campaign.get('result')}[/]", highlight=False)
     table = Table()
-    for column in ("ECU", "outcome", "flash attempts"):
+    notes = any(ecu.get("note") for ecu in campaign["ecus"].values())
+    for column in ("ECU", "outcome", "flash attempts", *(("how",) if notes else ())):
         table.add_column(column)
     for name, ecu in sorted(campaign["ecus"].items()):
         style = OUTCOME_STYLE.get(ecu["outcome"], "")
-        table.add_row(name, f"[{style}]{ecu['outcome']}[/]" if style else ecu["outcome"], str(ecu["attempts"]))
+        # a rolled-back ECU's note says how: "rolled back: bank switched" / "... already on previous bank"
+        how = (ecu.get("note") or "",) if notes else ()
+        table.add_row(name, f"[{style}]{ecu['outcome']}[/]" if style else ecu["outcome"], str(ecu["attempts"]),
+                      *how)
     out.print(table)
     if campaign.get("detail"):
         out.print(f"detail: {campaign['detail']}", highlight=False)

@@ -49,7 +49,20 @@ gateway) flash only after every other ECU is installed. Rollback runs in the
 reverse order, parallel across buses.
 
 Rollback images. A/B ECUs roll back with ``switch_bank`` (the previous image is
-still in the other bank). Single-bank ECUs are reflashed with their previous
+still in the other bank, if the new one was activated at all). Whether the banks
+must be switched is not assumed here: a flash that failed before activation left
+the ECU on its old bank, and the bootloader refuses to revert to the erased or
+half-written other bank. So the rollback action of an A/B ECU carries
+``expected_version``: the software version the ECU reported at the check step
+(``ecu_versions`` in the check result, read before anything was flashed). The
+update agent reads what the ECU runs and switches only when it is not already
+that version, and verifies the version after a switch; the job's result says
+which (``bank_switch``: ``switched`` | ``not_needed``), and the campaign's report
+says it per ECU (:func:`rollback_notes`). A resumed rollback stays idempotent: a
+second job finds the ECU on the expected version and switches nothing. A check
+result without ``ecu_versions`` (journalled by an older engine) gives no
+``expected_version`` and the update agent reverts unconditionally, as before.
+Single-bank ECUs are reflashed with their previous
 image, which the download step resolves and reports in its result
 (``previous``): the image the engine recorded as installed on that ECU after
 the last successful campaign (:meth:`agent.engine.journal.Journal.installed`,
@@ -150,6 +163,34 @@ class Outcome:
     detail: str
     #: per ECU: installed | rolled_back | rollback_failed | failed | untouched
     ecus: Mapping[str, str] = field(default_factory=dict)
+    #: per ECU rolled back: how (:func:`rollback_notes`)
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+
+#: how an ECU was rolled back, from the rollback job's result (method, bank_switch)
+ROLLBACK_NOTES = {
+    "not_needed": "rolled back: already on previous bank",
+    "switched": "rolled back: bank switched",
+    "reflash": "rolled back: previous image reflashed",
+}
+
+
+def rollback_note(row: StepRow) -> str:
+    """How the (done) rollback ``row`` rolled its ECU back, as the report says it."""
+    if row.data.get("method") == "reflash":
+        return ROLLBACK_NOTES["reflash"]
+    job = (row.result or {}).get("job") or {}
+    # a job without bank_switch (no expected_version given) ran the revert script
+    return ROLLBACK_NOTES["not_needed" if job.get("bank_switch") == "not_needed" else "switched"]
+
+
+def rollback_notes(steps: Iterable[StepRow]) -> dict[str, str]:
+    """Per ECU whose rollback is done: how it was rolled back (the last done rollback row)."""
+    notes: dict[str, str] = {}
+    for row in steps:
+        if row.step == "rollback" and row.ecu is not None and row.state == "done":
+            notes[row.ecu] = rollback_note(row)
+    return notes
 
 
 @dataclass(frozen=True)
@@ -464,8 +505,9 @@ class _Decider:
                                                                  "ecus": ecus}), ending=reason)
         if g.status == "failed":
             detail = f"{detail}; the report failed: {g.error}"
-        return Decision("done", finished=Outcome(result, detail, ecus), ending=None if result == "succeeded"
-                        else reason)
+        notes = {e: n for e, n in rollback_notes(self.snap.steps).items() if ecus.get(e) == "rolled_back"}
+        return Decision("done", finished=Outcome(result, detail, ecus, notes),
+                        ending=None if result == "succeeded" else reason)
 
     def ecu_outcomes(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -489,6 +531,7 @@ class _Decider:
         targets = self.rollback_set()
         download = self.result("download")
         previous = download.get("previous") or {}
+        before = self.result("check").get("ecu_versions") or {}
         first, last = self.install_order()
         order = [e for e in reversed(first + last) if e in targets]
         running: list[str] = []
@@ -524,6 +567,9 @@ class _Decider:
                 "method": "switch_bank" if info.banks == "ab" else "reflash",
                 "image": dict(prev) if prev else None,
             }
+            if info.banks == "ab" and before.get(ecu):
+                # the update agent switches banks only if the ECU does not run this already
+                data["expected_version"] = str(before[ecu])
             actions.append(Action("rollback", ecu, data))
         if actions or running:
             return Decision("rollback", tuple(actions), ending=reason)
@@ -542,8 +588,10 @@ class _Decider:
             return self._run_or_wait("verify_rollback", g, {"vehicle_version": from_version}, ending=reason)
         if g.status == "failed":
             return ecus, "failed", f"after the rollback the vehicle does not match its old version: {g.error}"
+        notes = rollback_notes(self.snap.steps)
+        how = ", ".join(f"{e} ({notes[e].removeprefix('rolled back: ')})" if e in notes else e for e in order)
         return ecus, "rolled_back" if not reason.startswith("cancelled") else "cancelled", \
-            f"rolled back {', '.join(order)} to the old vehicle version"
+            f"rolled back {how} to the old vehicle version"
 
 
 def _name(step: str, ecu: str | None) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.config.vehicle import load_vehicle_config
-from agent.engine.campaign import CampaignCore, EcuInfo, Policy
+from agent.engine.campaign import CampaignCore, EcuInfo, Policy, rollback_notes
 from agent.engine.config import AgentConfig
 from agent.engine.driver import CampaignDriver
 from agent.engine.journal import CampaignRecord, Journal
@@ -165,13 +165,15 @@ class AgentDaemon(Daemon):
         out["cancel_requested"] = record.cancel_requested
         ecus: dict[str, Any] = {}
         states = self.journal.ecu_states(record.id)
+        notes = rollback_notes(self.journal.steps(record.id))
         assignment_ecus = list(states)
         for ecu in sorted(set(assignment_ecus) | set(record.ecu_outcomes)):
             st = states.get(ecu, {"job_id": None, "attempts": 0, "outcome": "untouched"})
             prog = live.progress.get(ecu, {}) if live else {}
             ecus[ecu] = {"outcome": record.ecu_outcomes.get(ecu, st["outcome"]), "attempts": st["attempts"],
                          "job_id": st["job_id"], "step": prog.get("step"),
-                         "bytes_done": prog.get("bytes_done", 0), "bytes_total": prog.get("bytes_total", 0)}
+                         "bytes_done": prog.get("bytes_done", 0), "bytes_total": prog.get("bytes_total", 0),
+                         "note": notes.get(ecu)}
         out["ecus"] = ecus
         return out
 

@@ -123,7 +123,15 @@ class Steps:
         return version, match
 
     async def step_check(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        """The vehicle version and the assignment; plus ``ecu_versions``: the software version each
+        ECU answered before the campaign (an A/B rollback switches banks only if the ECU runs another)."""
         version, match = await self.current_version()
+        outcome = await self.check_against(version, match)
+        if outcome.state != "done":
+            return outcome
+        return done({**outcome.result, "ecu_versions": ecu_versions(match)})
+
+    async def check_against(self, version: str | None, match: Mapping[str, Any]) -> StepOutcome:
         if self.source is not None:
             return self.rollback_check(version, match)
         if self.install is not None:
@@ -310,6 +318,8 @@ class Steps:
         ecu = str(action.ecu)
         image = action.data.get("image")
         params: dict[str, Any] = {"ecu": ecu, "method": action.data["method"]}
+        if action.data["method"] == "switch_bank" and action.data.get("expected_version"):
+            params["expected_version"] = str(action.data["expected_version"])
         if action.data["method"] == "reflash":
             if not image or not image.get("path"):
                 return failed(f"no previous image to reflash {ecu} with")
@@ -422,6 +432,15 @@ class Steps:
                 if img and img.get("path"):
                     await self.call("dmclient", "dmclient.cache.pin",
                                     {"sha256": img["hashes"]["sha256"], "owner": owner})
+
+
+def ecu_versions(match: Mapping[str, Any]) -> dict[str, str]:
+    """Per ECU that answered: the software version in an ``update_agent.baseline.match`` report."""
+    out: dict[str, str] = {}
+    for row in (match.get("report") or {}).get("ecus") or []:
+        if row.get("answered") and row.get("found_software"):
+            out[str(row["ecu"])] = str(row["found_software"])
+    return out
 
 
 def _mismatch(match: Mapping[str, Any]) -> str:

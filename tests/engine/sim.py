@@ -67,6 +67,7 @@ class Vehicle:
     consent: str = "accepted"
     versions: dict[str, str] = field(default_factory=dict)
     jobs: dict[str, str] = field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # job -> its result (the update agent's record)
     ota_mode: bool = False
     flashes: list[str] = field(default_factory=list)
     order: list[tuple[str, str | None]] = field(default_factory=list)
@@ -76,7 +77,21 @@ class Vehicle:
 
     def check_result(self) -> dict[str, Any]:
         return {"status": "update", "vehicle_version": OLD,
-                "assignment": {"target_vehicle_version": NEW, "ecus": [{"ecu": e} for e in self.ecus]}}
+                "assignment": {"target_vehicle_version": NEW, "ecus": [{"ecu": e} for e in self.ecus]},
+                "ecu_versions": {e: f"{e}-old" for e in TOPOLOGY}}
+
+    def switch_bank(self, ecu: str, job: str, expected: str | None) -> tuple[str, dict[str, Any] | None, str | None]:
+        """The update agent's switch_bank job on an A/B ECU: a failed flash never activated its bank."""
+        if self.versions[ecu] == "old":
+            if expected == f"{ecu}-old":
+                self.jobs[job] = "succeeded"
+                return "done", {"job_id": job, "job": {"bank_switch": "not_needed"}}, None
+            # a blind revert: the bootloader refuses to boot the unvalidated other bank
+            self.jobs[job] = "failed"
+            return "failed", None, "ProtocolError: brake: step 'revert' (routine 0211): status 0x01"
+        self.versions[ecu] = "old"
+        self.jobs[job] = "succeeded"
+        return "done", {"job_id": job, "job": {"bank_switch": "switched" if expected else None}}, None
 
     def run(self, action: Action) -> tuple[str, dict[str, Any] | None, str | None]:
         """Carry out one step: (state, result, error)."""
@@ -99,7 +114,7 @@ class Vehicle:
             assert ecu is not None
             prev = action.data.get("previous_job")
             if prev is not None and self.jobs.get(prev) == "succeeded":
-                return "done", {"job_id": prev}, None
+                return "done", self.results.get(prev, {"job_id": prev}), None
             job = str(action.data["job_id"])
             if step == "flash" and self.interrupt_flash.get(ecu, 0) > 0:
                 self.interrupt_flash[ecu] -= 1
@@ -112,6 +127,11 @@ class Vehicle:
                 if step == "flash" and TOPOLOGY[ecu].banks == "single":
                     self.versions[ecu] = "broken"
                 return "failed", None, f"NegativeResponseError: {ecu} refused the download"
+            if step == "rollback" and action.data.get("method") == "switch_bank":
+                state, result, error = self.switch_bank(ecu, job, action.data.get("expected_version"))
+                if result is not None:
+                    self.results[job] = result
+                return state, result, error
             self.jobs[job] = "succeeded"
             self.versions[ecu] = "new" if step == "flash" else "old"
             if step == "flash":

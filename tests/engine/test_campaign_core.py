@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from agent.engine.campaign import Action, CampaignCore, Policy, Snapshot, StepRow
+from agent.engine.campaign import Action, CampaignCore, Policy, Snapshot, StepRow, rollback_note, rollback_notes
 from tests.engine.sim import NEW, OLD, TOPOLOGY, Crash, MemJournal, Vehicle, drive
 
 CORE = CampaignCore(TOPOLOGY)
@@ -75,6 +75,75 @@ def test_rollback_uses_switch_bank_on_ab_and_the_previous_image_on_single_bank()
     methods = {r["ecu"]: (r["data"]["method"], r["data"]["image"]) for r in journal.rows if r["step"] == "rollback"}
     assert methods["brake"][0] == "switch_bank"
     assert methods["engine"] == ("reflash", {"path": "/cache/engine-old.hex"})
+
+
+def test_ab_ecu_whose_flash_never_activated_is_rolled_back_without_a_bank_switch() -> None:
+    """The brake (A/B) fails its flash before activation: it still runs its old bank. Its rollback
+    carries the version read at the check, so the update agent switches nothing; the car ends on OLD."""
+    v = Vehicle(fail_flash={"brake": 5})
+    outcome, journal = run(v)
+    assert outcome.result == "rolled_back" and v.vehicle_version() == OLD
+    rollbacks = {r["ecu"]: r["data"] for r in journal.rows if r["step"] == "rollback"}
+    assert rollbacks["brake"]["method"] == "switch_bank"
+    assert rollbacks["brake"]["expected_version"] == "brake-old"
+    assert "expected_version" not in rollbacks["engine"]  # single bank: reflashed whatever it runs
+    assert outcome.notes == {"brake": "rolled back: already on previous bank",
+                             "engine": "rolled back: previous image reflashed",
+                             "body": "rolled back: previous image reflashed"}
+    assert "brake (already on previous bank)" in outcome.detail
+
+
+def test_ab_ecu_that_was_updated_is_switched_back_when_another_ecu_fails() -> None:
+    v = Vehicle(fail_flash={"body": 5})
+    outcome, _ = run(v)
+    assert outcome.result == "rolled_back" and v.vehicle_version() == OLD
+    assert outcome.notes["brake"] == "rolled back: bank switched"
+    assert "brake (bank switched)" in outcome.detail
+
+
+def test_without_versions_from_the_check_the_ab_rollback_is_blind_and_a_refused_revert_is_reported() -> None:
+    """A check journalled by an older engine has no ecu_versions: no expected_version is sent, the
+    update agent reverts unconditionally; a refused revert is the mixed-baseline failure, said so."""
+    v = Vehicle(fail_flash={"brake": 5})
+    plain = v.check_result
+
+    def old_check() -> dict[str, object]:
+        result = plain()
+        del result["ecu_versions"]
+        return result
+    v.check_result = old_check  # type: ignore[method-assign]
+    outcome, journal = run(v)
+    assert all("expected_version" not in r["data"] for r in journal.rows if r["step"] == "rollback")
+    assert outcome.result == "failed" and "rollback failed on brake" in outcome.detail
+
+
+def test_an_interrupted_ab_rollback_is_asked_again_with_the_same_expected_version() -> None:
+    v = Vehicle(fail_flash={"brake": 5})
+    journal = MemJournal()
+    while True:  # up to the brake's rollback being journalled as started, then the engine dies
+        d = CORE.decide(journal.snapshot(POLICY))
+        a = d.actions[0]
+        idx = journal.begin(a)
+        if a.key == ("rollback", "brake"):
+            break
+        journal.end(idx, *v.run(a))
+    d = CORE.decide(journal.snapshot(POLICY))
+    again = next(a for a in d.actions if a.key == ("rollback", "brake"))
+    assert again.data["expected_version"] == "brake-old"
+    assert again.data["previous_job"] == "c1-rollback-brake-1" and again.data["job_id"] == "c1-rollback-brake-2"
+
+
+def test_rollback_note_reads_the_job_result() -> None:
+    def row(method: str, job: dict[str, object] | None) -> StepRow:
+        return StepRow("rollback", "brake", "done", {"method": method}, {"job_id": "j", "job": job} if job else None)
+
+    assert rollback_note(row("switch_bank", {"bank_switch": "not_needed"})) == "rolled back: already on previous bank"
+    assert rollback_note(row("switch_bank", {"bank_switch": "switched"})) == "rolled back: bank switched"
+    assert rollback_note(row("switch_bank", None)) == "rolled back: bank switched"  # an older update agent
+    assert rollback_note(row("reflash", {})) == "rolled back: previous image reflashed"
+    failed = StepRow("rollback", "engine", "failed", {"method": "reflash"})
+    assert rollback_notes([row("switch_bank", {"bank_switch": "switched"}), failed]) == {
+        "brake": "rolled back: bank switched"}
 
 
 def test_not_all_or_nothing_rolls_back_only_the_failed_ecu() -> None:
@@ -265,6 +334,7 @@ SCENARIOS = {
     "success": dict(),
     "retry": dict(fail_flash={"body": 1}),
     "rollback": dict(fail_flash={"brake": 5}),
+    "rollback_ab_switched": dict(fail_flash={"body": 5}),
 }
 
 
@@ -289,7 +359,7 @@ def test_resume_after_a_crash_at_each_transition_ends_like_an_uninterrupted_run(
         drive(CORE, journal, v, POLICY)
     journal.crash_at = None  # the engine restarts: nothing is running
     outcome = drive(CORE, journal, v, POLICY)
-    assert (outcome.result, outcome.ecus) == (expected.result, expected.ecus)
+    assert (outcome.result, outcome.ecus, outcome.notes) == (expected.result, expected.ecus, expected.notes)
     assert v.versions == reference.versions and not v.ota_mode
     # no completed flash is done twice: a finished job is taken from the update agent
     assert sorted(v.flashes) == sorted(reference.flashes)

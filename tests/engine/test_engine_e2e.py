@@ -8,6 +8,7 @@ judge the vehicle by its baseline match read from the ECUs.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -157,11 +158,39 @@ def test_a_failing_ecu_rolls_the_whole_vehicle_back(make_stack: Any) -> None:
     assert record["result"] == "rolled_back"
     assert "flashing body failed 2 times" in record["detail"]
     assert {e: s["outcome"] for e, s in record["ecus"].items()} == {"brake": "rolled_back", "body": "rolled_back"}
+    # the brake had been updated (its new bank active): it was switched back
+    assert {e: s["note"] for e, s in record["ecus"].items()} == {
+        "brake": "rolled back: bank switched", "body": "rolled back: previous image reflashed"}
     assert stack.vehicle_version() == V2
     steps = [(s, e) for _c, s, e, _st in stack.journal_rows()]
     assert ("rollback", "brake") in steps and ("rollback", "body") in steps
     with stack.client("system_agent") as sa:
         assert sa.call("system_agent.ota_mode.status")["active"] is False
+
+
+def test_a_failing_ab_ecu_is_rolled_back_on_its_old_bank_and_the_vehicle_with_it(make_stack: Any) -> None:
+    """The A/B brake fails every flash attempt before activating its new bank: it still runs its old
+    image, so its rollback switches nothing (the bootloader would refuse the revert); body, updated
+    meanwhile on the other bus, is reflashed; the campaign ends rolled back on the old version."""
+    stack = make_stack(start_version=V2, faults={"brake": failing_flash()})
+    assert stack.vehicle_version() == V2
+    done = stack.otactl("update", "--yes")
+    assert done.returncode == 3, done.stdout + done.stderr  # rolled back, not failed
+    with stack.client("agent") as agent:
+        record = agent.call("agent.history", {"limit": 1})["campaigns"][0]
+    assert record["result"] == "rolled_back", record
+    assert "flashing brake failed 2 times" in record["detail"]
+    assert "brake (already on previous bank)" in record["detail"]
+    assert {e: (s["outcome"], s["note"]) for e, s in record["ecus"].items()} == {
+        "brake": ("rolled_back", "rolled back: already on previous bank"),
+        "body": ("rolled_back", "rolled back: previous image reflashed")}
+    assert stack.vehicle_version() == V2
+    # the rollback job on the brake asked the ECU (expected_version) and needed no second attempt
+    rows = [(s, e, st) for _c, s, e, st in stack.journal_rows()]
+    assert [st for s, e, st in rows if (s, e) == ("rollback", "brake")] == ["done"]
+    status = stack.otactl("status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert json.loads(status.stdout)["last"]["ecus"]["brake"]["note"] == "rolled back: already on previous bank"
 
 
 def test_otactl_says_clearly_when_the_engine_is_not_running(tmp_path: Path) -> None:

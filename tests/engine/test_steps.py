@@ -19,6 +19,7 @@ class FakePeers:
     def __init__(self, jobs: dict[str, list[Any]]) -> None:
         self.jobs = jobs  # job id -> answers of job.status in order (an exception is raised)
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.match: dict[str, Any] = {"matched": True, "vehicle_version": "BV 1", "report": {"ecus": []}}
 
     async def call(self, daemon: str, method: str, params: Mapping[str, Any]) -> Any:
         self.calls.append((method, dict(params)))
@@ -30,9 +31,13 @@ class FakePeers:
             if isinstance(answer, dict):
                 return {"job_id": params["job_id"], "ecu": "engine", **answer}
             return {"job_id": params["job_id"], "ecu": "engine", "state": answer}
-        if method == "update_agent.job.flash":
+        if method in ("update_agent.job.flash", "update_agent.job.rollback"):
             self.jobs.setdefault(params["job_id"], ["running", "succeeded"])
             return {"job_id": params["job_id"]}
+        if method == "update_agent.baseline.match":
+            return self.match
+        if method == "dmclient.check":
+            return {"status": "update", "assignment": {"target_vehicle_version": "BV 2", "ecus": []}}
         return None
 
     def methods(self) -> list[str]:
@@ -107,3 +112,27 @@ def test_a_job_cut_short_by_an_update_agent_restart_is_an_interruption_not_a_fai
     peers = FakePeers({"c1-flash-engine-2": ["running", TransportError("gone"), interrupted]})
     outcome = asyncio.run(steps(peers).run(flash(None), {}))
     assert outcome.state == "interrupted" and outcome.error is not None and "Interrupted" in outcome.error
+
+
+def test_the_check_keeps_the_software_version_each_ecu_answered_before_the_campaign() -> None:
+    peers = FakePeers({})
+    peers.match["report"]["ecus"] = [
+        {"ecu": "brake", "answered": True, "found_software": "3.4.0"},
+        {"ecu": "engine", "answered": True, "found_software": "1.0.0"},
+        {"ecu": "body", "answered": False, "found_software": None},  # silent: no version to expect
+    ]
+    outcome = asyncio.run(steps(peers).run(Action("check"), {}))
+    assert outcome.state == "done", outcome
+    assert outcome.result["vehicle_version"] == "BV 1"
+    assert outcome.result["ecu_versions"] == {"brake": "3.4.0", "engine": "1.0.0"}
+
+
+def test_an_ab_rollback_asks_the_update_agent_for_the_version_the_ecu_ran_before() -> None:
+    peers = FakePeers({})
+    action = Action("rollback", "brake", {"job_id": "c1-rollback-brake-1", "previous_job": None,
+                                          "method": "switch_bank", "image": None, "expected_version": "3.4.0"})
+    outcome = asyncio.run(steps(peers).run(action, {}))
+    assert outcome.state == "done"
+    started = [p for m, p in peers.calls if m == "update_agent.job.rollback"]
+    assert started == [{"job_id": "c1-rollback-brake-1", "ecu": "brake", "method": "switch_bank",
+                        "expected_version": "3.4.0"}]

@@ -60,3 +60,18 @@ def test_demo_fail_ecu_rolls_the_car_back(tmp: Path) -> None:
     assert re.findall(r"^campaign \S+: (.+) -> (.+): (\w+)$", done.stdout, re.M) == \
         [("BV OS D 1.0.0", "BV OS D 1.1.0", "rolled_back")], done.stdout
     assert re.search(r"engine\s+│\s+rolled_back", done.stdout), done.stdout
+
+
+def test_demo_fail_ab_ecu_rolls_the_car_back_without_a_bank_switch(tmp: Path) -> None:
+    """The A/B brake fails to flash (1.1.0 -> 1.2.0) before activating its new bank: its rollback
+    finds it still on the old bank, body is reflashed, and the car stays on 1.1.0 (exit 0)."""
+    done = demo(tmp, "--fail-ecu", "brake")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert versions(done.stdout) == ("BV OS D 1.0.0", "BV OS D 1.1.0")
+    assert re.findall(r"^campaign \S+: (.+) -> (.+): (\w+)$", done.stdout, re.M) == \
+        [("BV OS D 1.0.0", "BV OS D 1.1.0", "succeeded"),
+         ("BV OS D 1.1.0", "BV OS D 1.2.0", "rolled_back")], done.stdout
+    assert re.search(r"brake\s+│\s+rolled_back\s+│\s+\d+\s+│\s+rolled back: already on previous bank",
+                     done.stdout), done.stdout
+    assert "mixed baseline" not in done.stdout
+    assert list(tmp.iterdir()) == []

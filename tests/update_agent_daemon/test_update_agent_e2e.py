@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from uadkit import JOB_TIMEOUT, Rig, flash_params, make_image, wait_done, wait_until
+from uadkit import JOB_TIMEOUT, Rig, flash_params, make_image, vehicle_config, wait_done, wait_until
 
 from agent.ipc.error_codes import SchemaError
 from agent.ipc.subscription import EventMessage
+from bench.scenario import failing_flash
 
 pytestmark = pytest.mark.e2e
 
@@ -138,6 +139,91 @@ def test_rollback_switch_bank_restores_the_old_version_on_the_ab_ecu(start_rig: 
     assert rig.bench.status("brake")["active_bank"] == "A"
 
 
+def rollback_switch(c: Any, sub: Any, job_id: str, expected: str | None) -> dict[str, Any]:
+    params = {"job_id": job_id, "ecu": "brake", "method": "switch_bank"}
+    if expected is not None:
+        params["expected_version"] = expected
+    c.call("update_agent.job.rollback", params)
+    return dict(wait_done(sub, {job_id})[job_id])
+
+
+def step_names(done: dict[str, Any]) -> list[str]:
+    return [s["name"] for s in done["result"]["steps"]]
+
+
+def test_switch_bank_on_an_ecu_still_on_its_old_bank_succeeds_without_a_switch(start_rig: StartRig) -> None:
+    """The bug of a failed A/B flash: it never activated the new bank, so there is nothing to revert.
+
+    The bootloader refuses the revert (the other bank holds an unvalidated image); with the
+    version the ECU ran before (expected_version) the job sees it still runs it and succeeds."""
+    rig = start_rig({"brake": failing_flash()})
+    image = make_image(rig.root, "brake", "3.5.0")
+    with rig.agent.client() as c, c.subscribe(*EVENTS) as sub:
+        c.call("update_agent.job.flash", flash_params("up", "brake", image))
+        up = wait_done(sub, {"up"})["up"]
+        assert up["state"] == "failed" and up["error"]["step"] == "check_memory", up
+        assert versions(rig, "brake") == {"brake": "3.4.0"}
+        # a blind revert, as before the fix: refused by the bootloader, the ECU is unchanged
+        blind = rollback_switch(c, sub, "blind", None)
+        assert blind["state"] == "failed" and blind["error"]["step"] == "revert", blind
+        # decided by what the ECU runs: no switch needed
+        done = rollback_switch(c, sub, "back", "3.4.0")
+        assert done["state"] == "succeeded", done
+        result = done["result"]
+        assert (result["method"], result["bank_switch"], result["running_before"]) == \
+            ("switch_bank", "not_needed", "3.4.0")
+        assert "revert" not in step_names(done) and "reset" in step_names(done)
+        assert result["versions_after"]["software_version"] == "3.4.0"
+        # a resumed rollback asks again: still nothing to switch
+        again = rollback_switch(c, sub, "back-2", "3.4.0")
+        assert again["state"] == "succeeded" and again["result"]["bank_switch"] == "not_needed", again
+    assert versions(rig, "brake") == {"brake": "3.4.0"}
+    st = rig.bench.status("brake")
+    assert (st["active_bank"], st["pending_bank"], st["application_valid"]) == ("A", None, True)
+
+
+def test_switch_bank_on_an_ecu_running_the_new_image_switches_back_and_verifies(start_rig: StartRig) -> None:
+    rig = start_rig()
+    image = make_image(rig.root, "brake", "3.5.0")
+    with rig.agent.client() as c, c.subscribe(*EVENTS) as sub:
+        c.call("update_agent.job.flash", flash_params("up", "brake", image))
+        assert wait_done(sub, {"up"})["up"]["state"] == "succeeded"
+        assert rig.bench.status("brake")["active_bank"] == "B"
+        done = rollback_switch(c, sub, "back", "3.4.0")
+        assert done["state"] == "succeeded", done
+        assert (done["result"]["bank_switch"], done["result"]["running_before"]) == ("switched", "3.5.0")
+        assert "revert" in step_names(done)
+        assert done["result"]["versions_after"]["software_version"] == "3.4.0"
+        # run again (a resumed rollback): the ECU is on 3.4.0 now, nothing is switched a second time
+        again = rollback_switch(c, sub, "back-2", "3.4.0")
+        assert again["state"] == "succeeded" and again["result"]["bank_switch"] == "not_needed", again
+    assert versions(rig, "brake") == {"brake": "3.4.0"}
+    assert rig.bench.status("brake")["active_bank"] == "A"
+
+
+def test_switch_bank_does_not_boot_an_older_image_after_a_flash_that_failed_before_its_erase(
+        start_rig: StartRig) -> None:
+    """Both banks valid (3.4.0 and the running 3.5.0), the next flash fails at its preconditions:
+    a blind revert would boot 3.4.0, two versions back; the job keeps 3.5.0."""
+    rig = start_rig()
+    first = make_image(rig.root, "brake", "3.5.0")
+    second = make_image(rig.root, "brake", "3.6.0")
+    with rig.agent.client() as c, c.subscribe(*EVENTS) as sub:
+        c.call("update_agent.job.flash", flash_params("up", "brake", first))
+        assert wait_done(sub, {"up"})["up"]["state"] == "succeeded"
+    rig.bench.stop()  # the ECU's flash keeps its banks; now it refuses to start a programming sequence
+    vehicle_config(rig.root, {"brake": {"preconditions_fail": {"times": "always"}}})
+    rig.bench.start()
+    with rig.agent.client() as c, c.subscribe(*EVENTS) as sub:
+        c.call("update_agent.job.flash", flash_params("up-2", "brake", second))
+        up = wait_done(sub, {"up-2"})["up-2"]
+        assert up["state"] == "failed" and up["error"]["step"] == "check_preconditions", up
+        done = rollback_switch(c, sub, "back", "3.5.0")
+        assert done["state"] == "succeeded" and done["result"]["bank_switch"] == "not_needed", done
+    assert versions(rig, "brake") == {"brake": "3.5.0"}
+    assert rig.bench.status("brake")["active_bank"] == "B"
+
+
 def test_rollback_reflash_puts_the_previous_image_back_on_a_single_bank_ecu(start_rig: StartRig) -> None:
     rig = start_rig()
     new = make_image(rig.root, "engine", "1.1.0")
@@ -256,6 +342,10 @@ def test_bad_params_are_refused_naming_the_field(start_rig: StartRig) -> None:
             c.call("update_agent.job.rollback", {"job_id": "x", "ecu": "engine", "method": "switch_bank"})
         with pytest.raises(SchemaError, match=r"params.image_path: reflash needs"):
             c.call("update_agent.job.rollback", {"job_id": "x", "ecu": "engine", "method": "reflash"})
+        with pytest.raises(SchemaError, match=r"params.expected_version: used by switch_bank only"):
+            c.call("update_agent.job.rollback", {"job_id": "x", "ecu": "engine", "method": "reflash",
+                                                 "image_path": str(image), "format": "ihex",
+                                                 "expected_version": "1.0.0"})
         with pytest.raises(SchemaError, match=r"params.bus: unknown bus 'chassis'"):
             c.call("update_agent.functional", {"bus": "chassis", "request": "tester_present"})
         # nothing refused became a job

@@ -27,6 +27,9 @@ ECU_STATE = Record(
     step=Nullable(Str(doc="the flash-script step running now")),
     bytes_done=Int(minimum=0),
     bytes_total=Int(minimum=0),
+    note=Opt(Nullable(Str(doc="how a rolled-back ECU was rolled back: 'rolled back: bank switched', "
+                              "'rolled back: already on previous bank' or 'rolled back: previous image "
+                              "reflashed'"))),
 )
 CAMPAIGN = Record(
     id=CAMPAIGN_ID,

@@ -90,10 +90,17 @@ GROUP = Group(
     Method("update_agent.job.rollback",
            params=Record(job_id=JOB_ID, ecu=ECU, method=Enum("switch_bank", "reflash"),
                          image_path=Opt(AbsPath()), format=Opt(IMAGE_FORMAT),
-                         base_address=Opt(Int(minimum=0, maximum=0xFFFFFFFFFFFF))),
+                         base_address=Opt(Int(minimum=0, maximum=0xFFFFFFFFFFFF)),
+                         expected_version=Opt(Str(min_len=1, max_len=64,
+                                                  doc="switch_bank: the software version (F189) the ECU ran "
+                                                      "before the update"))),
            result=Record(job_id=JOB_ID),
            doc="Queue a rollback: switch_bank (A/B ECUs: revert routine 0211 + reset) or reflash "
-               "(flash the previous image given by image_path)."),
+               "(flash the previous image given by image_path). With expected_version, switch_bank first "
+               "reads the ECU's software version: already on it, the job succeeds without a switch "
+               "(result bank_switch 'not_needed', after a reset that settles any pending activation); "
+               "else it reverts and the version read back must be expected_version (result bank_switch "
+               "'switched')."),
     Method("update_agent.job.status", params=Record(job_id=JOB_ID), result=JOB_STATUS,
            doc="A job's state; 'unknown' for an id never seen (or pruned from the history)."),
     Method("update_agent.functional",
