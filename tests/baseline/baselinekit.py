@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+from agent.errors import OtaError
+from bench.readyproc import ReadyProcess
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -70,44 +70,22 @@ class Bench:
 
     def __init__(self, config: Path, state_dir: Path, env: dict[str, str], log: Path) -> None:
         self.config, self.state_dir, self.env, self.log = config, state_dir, env, log
-        self.proc: subprocess.Popen[str] | None = None
+        self.process: ReadyProcess | None = None
 
     def start(self, *extra: str) -> Bench:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        with self.log.open("a") as stderr:
-            self.proc = subprocess.Popen(
-                otactl("bench", "ecus", "--config", str(self.config), "--state-dir", str(self.state_dir),
-                       *extra), stdout=subprocess.PIPE, stderr=stderr, text=True, env=self.env)
-        lines: queue.Queue[str | None] = queue.Queue()
-        out = self.proc.stdout
-        assert out is not None
-
-        def pump() -> None:
-            for line in out:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-        while True:
-            try:
-                line = lines.get(timeout=READY_TIMEOUT)
-            except queue.Empty:
-                self.stop()
-                pytest.fail(f"bench printed no ready line within {READY_TIMEOUT} s:\n{self.log.read_text()}")
-            if line is None:
-                pytest.fail(f"bench exited with {self.proc.wait()} before it was ready:\n{self.log.read_text()}")
-            if line.startswith("bench ready:"):
-                return self
+        self.process = ReadyProcess(
+            "bench", otactl("bench", "ecus", "--config", str(self.config), "--state-dir", str(self.state_dir),
+                            *extra), prefix="bench ready:", log=self.log, env=self.env)
+        try:
+            self.process.start(READY_TIMEOUT)
+        except OtaError as e:
+            pytest.fail(f"{e}\n{self.log.read_text()}")
+        return self
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.process is not None:
+            self.process.stop(grace=15)
 
 
 def bench_env(tmp_path: Path) -> dict[str, str]:

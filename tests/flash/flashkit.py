@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +16,7 @@ import pytest
 import yaml
 
 from agent.errors import NegativeResponseError, OtaError
+from bench.readyproc import ReadyProcess
 from update_agent.uds.api import ServerTiming, SessionObserver
 from update_agent.uds.nrc import describe_nrc
 
@@ -194,51 +192,26 @@ class Bench:
         self.state_dir = state_dir
         self.env = env
         self.log = log
-        self.proc: subprocess.Popen[str] | None = None
+        self.process: ReadyProcess | None = None
         self.ready_line = ""
 
     def start(self, *extra: str) -> Bench:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        stderr = self.log.open("a")
-        self.proc = subprocess.Popen(
-            otactl("bench", "ecus", "--config", str(self.config), "--state-dir", str(self.state_dir), *extra),
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env=self.env)
-        stderr.close()
-        lines: queue.Queue[str | None] = queue.Queue()
-        assert self.proc.stdout is not None
-        out = self.proc.stdout
-
-        def pump() -> None:
-            for line in out:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-        while True:
-            try:
-                line = lines.get(timeout=READY_TIMEOUT)
-            except queue.Empty:
-                self.stop()
-                pytest.fail(f"bench did not print its ready line within {READY_TIMEOUT} s:\n{self.log_text()}")
-            if line is None:
-                code = self.proc.wait()
-                pytest.fail(f"bench exited with {code} before it was ready:\n{self.log_text()}")
-            if line.startswith("bench ready:"):
-                self.ready_line = line.strip()
-                return self
+        self.process = ReadyProcess(
+            "bench", otactl("bench", "ecus", "--config", str(self.config), "--state-dir", str(self.state_dir),
+                            *extra), prefix="bench ready:", log=self.log, env=self.env)
+        try:
+            self.ready_line = f"bench ready: {self.process.start(READY_TIMEOUT)}"
+        except OtaError as e:
+            pytest.fail(f"{e}\n{self.log_text()}")
+        return self
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.process is not None:
+            self.process.stop(grace=15)
 
     def restart(self, config: Path | None = None) -> Bench:
         self.stop()
