@@ -96,26 +96,35 @@ def test_no_hub_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         can.Bus(interface="benchhub", channel="t")
 
 
-def test_lossless_between_processes_under_a_burst(hub: HubThread, tmp_path: Path) -> None:
+def _burst_from_another_process(count: int) -> subprocess.Popen[bytes]:
+    """A process sending ``count`` unpaced frames numbered 0.. on channel t."""
+    script = textwrap.dedent(f"""
+        import can
+        bus = can.Bus(interface="benchhub", channel="t")
+        for i in range({count}):
+            bus.send(can.Message(arbitration_id=0x200, data=i.to_bytes(4, "big"), is_extended_id=False))
+        bus.shutdown()
+    """)
+    return subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ))
+
+
+def _receive_burst(receiver: can.BusABC, count: int) -> None:
+    """Every frame of the burst arrives, in order."""
+    proc = _burst_from_another_process(count)
+    seen = []
+    for _ in range(count):
+        msg = receiver.recv(timeout=10)
+        assert msg is not None, f"frame {len(seen)} of {count} lost for a node that reads"
+        seen.append(int.from_bytes(msg.data, "big"))
+    assert proc.wait(timeout=60) == 0
+    assert seen == list(range(count))
+
+
+def test_lossless_between_processes_under_a_burst(hub: HubThread) -> None:
     """A burst of 20,000 unpaced frames from another process arrives complete and in order."""
-    count = 20000
     receiver = can.Bus(interface="benchhub", channel="t")
     try:
-        script = textwrap.dedent(f"""
-            import can
-            bus = can.Bus(interface="benchhub", channel="t")
-            for i in range({count}):
-                bus.send(can.Message(arbitration_id=0x200, data=i.to_bytes(4, "big"), is_extended_id=False))
-            bus.shutdown()
-        """)
-        proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ))
-        seen = []
-        for _ in range(count):
-            msg = receiver.recv(timeout=10)
-            assert msg is not None, f"frame {len(seen)} of {count} lost"
-            seen.append(int.from_bytes(msg.data, "big"))
-        assert proc.wait(timeout=60) == 0
-        assert seen == list(range(count))
+        _receive_burst(receiver, 20000)
     finally:
         receiver.shutdown()
 
@@ -123,26 +132,12 @@ def test_lossless_between_processes_under_a_burst(hub: HubThread, tmp_path: Path
 def test_a_node_that_never_reads_does_not_stall_the_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Like a CAN controller with a full receive FIFO, a silent node is overrun, not a brake on the bus."""
     monkeypatch.setenv("OTA_BENCH_HUB_DIR", str(tmp_path / "hub"))
-    count = 60000  # ~1.3 MB of records: far more than the socket buffers of a node that never reads
     with HubThread(["t"], stall_limit=0.2):
         silent = can.Bus(interface="benchhub", channel="t")  # never calls recv()
         receiver = can.Bus(interface="benchhub", channel="t")
         try:
-            script = textwrap.dedent(f"""
-                import can
-                bus = can.Bus(interface="benchhub", channel="t")
-                for i in range({count}):
-                    bus.send(can.Message(arbitration_id=0x200, data=i.to_bytes(4, "big"), is_extended_id=False))
-                bus.shutdown()
-            """)
-            proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ))
-            seen = []
-            for _ in range(count):
-                msg = receiver.recv(timeout=10)
-                assert msg is not None, f"frame {len(seen)} of {count} lost for a node that reads"
-                seen.append(int.from_bytes(msg.data, "big"))
-            assert proc.wait(timeout=60) == 0
-            assert seen == list(range(count))
+            # ~1.3 MB of records: far more than the socket buffers of a node that never reads
+            _receive_burst(receiver, 60000)
         finally:
             silent.shutdown()
             receiver.shutdown()
