@@ -50,6 +50,18 @@ class NegativeResponseError(ProtocolError):
         self.nrc = nrc
 
 
+class SomeIpError(ProtocolError):
+    """A SOME/IP or SOME/IP-SD message that is malformed, or a peer's SOME/IP error answer.
+
+    ``return_code`` is the SOME/IP return code (``E_MALFORMED_MESSAGE`` = 0x09 for
+    bytes that do not decode; the peer's code for an ERROR/RESPONSE it sent).
+    """
+
+    def __init__(self, message: str, *, return_code: int = 0x09) -> None:
+        super().__init__(message)
+        self.return_code = return_code
+
+
 class VerificationError(OtaError):
     """Data failed an integrity or trust check."""
 
