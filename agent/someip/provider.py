@@ -57,6 +57,9 @@ class ServiceProvider:
         self._tasks: set[asyncio.Task[None]] = set()
         self._event_sessions = SessionCounter()
         self.connected = asyncio.Condition()
+        #: initial field values for a subscriber whose TCP connection the server has not registered yet
+        #: (the kernel accepted it, but the SD subscribe was handled first): sent once it is
+        self._initial_for: dict[Address, dict[int, Message]] = {}
 
     # ----------------------------------------------------------------- declaration
     def method(self, name: str, handler: Handler) -> None:
@@ -112,6 +115,7 @@ class ServiceProvider:
             self._server.close()
         for connection in list(self.connections.values()):
             connection.close()
+        self._initial_for.clear()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,6 +129,8 @@ class ServiceProvider:
         connection = TcpConnection(reader, writer, lambda m, _a: self._dispatch(m, connection.send), tap=self.tap,
                                    max_message=self.max_message, name=f"{self.interface.name}-tcp")
         self.connections[connection.peer] = connection
+        for message in self._initial_for.pop(connection.peer, {}).values():
+            connection.send(message)
         async with self.connected:
             self.connected.notify_all()
         try:
@@ -141,8 +147,11 @@ class ServiceProvider:
         """PRS initial events: a new subscriber gets the current value of the group's fields."""
         for name, spec in self.interface.fields.items():
             if spec.notifier is not None and subscriber.eventgroup_id in spec.eventgroups and name in self.field_values:
-                self._send_to(subscriber, self._event_message(spec.notifier, spec.type, self.field_values[name]),
-                              spec.reliable)
+                message = self._event_message(spec.notifier, spec.type, self.field_values[name])
+                if spec.reliable and subscriber.tcp is not None and subscriber.tcp not in self.connections:
+                    self._initial_for.setdefault(subscriber.tcp, {})[spec.notifier] = message
+                    continue
+                self._send_to(subscriber, message, spec.reliable)
 
     def _event_message(self, event_id: int, kind: DataType, value: Any) -> Message:
         session, _ = self._event_sessions.take()
