@@ -48,6 +48,8 @@ class ReadyProcess:
         self.proc: subprocess.Popen[str] | None = None
         #: the rest of the ready line after the prefix (e.g. the backend URL)
         self.ready_value = ""
+        #: the stdout lines printed before the ready line (e.g. the backend's admin URL)
+        self.early_lines: list[str] = []
 
     @property
     def pid(self) -> int | None:
@@ -82,6 +84,7 @@ class ReadyProcess:
                                      f"log {self.log}: {tail(self.log)}")
             seen.append(line)
             if line.startswith(self.prefix):
+                self.early_lines = seen[:-1]
                 self.ready_value = line[len(self.prefix):].strip()
                 return self.ready_value
 

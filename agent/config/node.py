@@ -26,6 +26,8 @@ def load_yaml(path: str | Path) -> Node:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigurationError(f"cannot read: {e.strerror or e}", source=str(p)) from e
+    except UnicodeDecodeError as e:
+        raise ConfigurationError(f"not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})", source=str(p)) from e
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -23,6 +23,8 @@ ADDRESSING_MODES = (
     "normal_11bit", "normal_29bit", "normal_fixed_29bit",
     "extended_11bit", "extended_29bit", "mixed_11bit", "mixed_29bit",
 )
+#: modes whose functional CAN id is built from a 29-bit prefix plus TA/SA
+PREFIX_MODES = ("normal_fixed_29bit", "mixed_29bit")
 DEFAULT_VERSION_DIDS = {
     "part_number": 0xF187,
     "software_version": 0xF189,

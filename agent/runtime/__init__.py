@@ -9,6 +9,9 @@ module                 does
 :mod:`.signals`        SIGTERM/SIGINT -> clean shutdown, SIGHUP -> reload
 :mod:`.sdnotify`       sd_notify over ``$NOTIFY_SOCKET`` (READY, STOPPING, STATUS, WATCHDOG)
 :mod:`.watchdog`       workers' heartbeats and the ping-only-when-progressing decision
+:mod:`.supervisor`     the bench's ``otactl daemons``: start (in order or in parallel), stop, status
+:mod:`.keeper`         systemd's part on the bench: notify sockets, WatchdogSec (SIGABRT), Restart=
+:mod:`.debug_hang`     bench/test fault hook: SIGUSR2 hangs a daemon (``watchdog.debug_hang``)
 =====================  ==================================================================
 """
 

@@ -20,6 +20,7 @@ daemons' sections are left to them, and any other top-level key is an error
         max_message_bytes: 1048576
       watchdog:
         worker_deadline: 60       # s a busy worker may go without heartbeat()
+        debug_hang: false         # bench/tests only: SIGUSR2 hangs the daemon (debug_hang.py)
       cache_dir: /var/lib/ota-agent/cache   # ...the daemon's own keys
 
 A daemon adds its own keys by subclassing :class:`DaemonConfig`::
@@ -88,6 +89,8 @@ class DaemonConfig:
     ipc: IpcSettings
     worker_deadline: float = 60.0
     shutdown_timeout: float = 10.0
+    #: bench / tests only: SIGUSR2 hangs the daemon (agent/runtime/debug_hang.py)
+    debug_hang: bool = False
 
     @classmethod
     def own_fields(cls, node: Node) -> dict[str, Any]:
@@ -119,12 +122,13 @@ def load_config(cls: type[C], name: str, path: str | Path | None = None,
     ipc = _ipc_settings(section.child("ipc", {}), name, rdir)
     watchdog = section.child("watchdog", {})
     worker_deadline = watchdog.number("worker_deadline", 60.0, minimum=0.001, maximum=86400.0)
+    debug_hang = watchdog.get("debug_hang", bool, False)
     watchdog.done()
     own = cls.own_fields(section)
     section.done()
     return cls(name=name, source=str(path) if path is not None else None, runtime_dir=rdir,
                log_level=log_level, ipc=ipc, worker_deadline=worker_deadline,
-               shutdown_timeout=shutdown_timeout, **own)
+               shutdown_timeout=shutdown_timeout, debug_hang=debug_hang, **own)
 
 
 def _ipc_settings(node: Node, name: str, rdir: Path) -> IpcSettings:

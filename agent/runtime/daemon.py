@@ -50,6 +50,7 @@ from agent.ipc.peercred import AccessPolicy
 from agent.ipc.registry import Protocol
 from agent.ipc.server import Handler, IpcServer
 from agent.runtime.config import LOG_LEVELS, DaemonConfig, load_config
+from agent.runtime.debug_hang import DebugHang
 from agent.runtime.logs import set_level, setup_logging
 from agent.runtime.sdnotify import Notifier, watchdog_period
 from agent.runtime.signals import SignalHandlers
@@ -140,6 +141,9 @@ class Daemon:
         self._stop_event = asyncio.Event()
         signals = SignalHandlers(lambda sig: self.request_stop(0), self._on_reload_signal)
         signals.install()
+        hang = DebugHang(self.watchdog, self.name) if self.config.debug_hang else None
+        if hang is not None:
+            hang.install()
         try:
             if await self._start():
                 self.state = "ready"
@@ -156,6 +160,8 @@ class Daemon:
             await self._shutdown()
         finally:
             signals.remove()
+            if hang is not None:
+                hang.remove()
             self.notifier.close()
         log.info("%s: exiting with code %d", self.name, self.exit_code)
         return self.exit_code
