@@ -9,7 +9,9 @@ allowed only outside the default session, so each is preceded by a
 functional DiagnosticSessionControl extended (0x10 0x83), and the session is
 then held by TesterPresent 0x3E 0x80 until OTA mode ends. Because nothing
 answers, the tester gives the ECUs their P2 (the largest configured
-``timing.p2`` on the bus) between the session change and the request.
+``timing.p2``) between the session change and the request; every bus gets
+each request at once, so that wait is taken once, not once per bus. The links
+only send (no receive thread), so opening and closing them costs next to nothing.
 
 The functional address is an ECU setting (``isotp.functional_id``, or the
 29-bit prefix modes' target address); a bus's requests go once to each
@@ -20,16 +22,19 @@ same encoder the flash sessions use for their keep-alive.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import can
-
-from agent.config.vehicle import BusConfig, EcuConfig, VehicleConfig
+from agent.config.vehicle import PREFIX_MODES, BusConfig, EcuConfig, VehicleConfig
 from agent.errors import ConfigurationError
-from update_agent.uds.transport import PREFIX_MODES, CanLink, FunctionalSender
+
+if TYPE_CHECKING:  # python-can, can-isotp and udsoncan load with the first request sent (idle RSS)
+    import can
+
+    from update_agent.uds.transport import FunctionalSender
 
 log = logging.getLogger(__name__)
 
@@ -104,21 +109,34 @@ def functional_buses(vehicle: VehicleConfig) -> list[str]:
 
 
 def send_functional(vehicle: VehicleConfig, request: str, buses: Iterable[str], *,
-                    link_factory: Callable[[BusConfig], FrameLink] = CanLink,
+                    link_factory: Callable[[BusConfig], FrameLink] | None = None,
                     sleep: Callable[[float], None] = time.sleep) -> list[str]:
-    """Send ``request`` functionally on each bus; returns the hex of every request sent."""
+    """Send ``request`` functionally on every bus at once; returns the hex of every request sent
+    (per payload, once per bus).
+
+    All buses are opened first, each payload goes out on every bus, and the P2 wait after the
+    silent session change is taken once for all of them (the largest P2 of every target), not
+    bus after bus: the ECUs of every bus get at least their P2 between the two requests.
+    ``link_factory``: a :class:`~update_agent.uds.transport.CanLink` per bus unless given.
+    """
+    from update_agent.uds.transport import CanLink, FunctionalSender
+
     sent: list[str] = []
     plan = [(bus, functional_targets(vehicle, bus)) for bus in buses]  # refuse bad input before any I/O
     wanted = payloads(request)
-    for bus, targets in plan:
-        p2 = max(t.timing.p2 for t in targets)
-        with link_factory(vehicle.buses[bus]) as link:
-            senders = [FunctionalSender(ecu, link.send, link.config) for ecu in targets]
-            for i, payload in enumerate(wanted):
-                if i:
-                    sleep(p2)  # no answer comes: give the ECUs their P2 to take the previous request
-                for sender in senders:
+    p2 = max((t.timing.p2 for _bus, targets in plan for t in targets), default=0.0)
+    with contextlib.ExitStack() as stack:
+        senders: list[tuple[str, list[FunctionalSender]]] = []
+        for bus, targets in plan:
+            link = stack.enter_context((link_factory or CanLink)(vehicle.buses[bus]))
+            senders.append((bus, [FunctionalSender(ecu, link.send, link.config) for ecu in targets]))
+        for i, payload in enumerate(wanted):
+            if i:
+                sleep(p2)  # no answer comes: give the ECUs their P2 to take the previous request
+            for _bus, on_bus in senders:
+                for sender in on_bus:
                     sender.send(payload)
                 sent.append(payload.hex())
+    for bus, targets in plan:
         log.info("bus %s: functional %s sent to %d address(es)", bus, request, len(targets))
     return sent

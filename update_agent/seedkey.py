@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from cryptography.hazmat.primitives import cmac
-from cryptography.hazmat.primitives.ciphers import algorithms
-
 
 def xor_key(seed: bytes, level: int, params: dict[str, Any]) -> bytes:
     """Key = seed XOR a repeating mask (``params.mask``, hex), rotated by the level."""
@@ -28,6 +25,11 @@ def aes_cmac_key(seed: bytes, level: int, params: dict[str, Any]) -> bytes:
     ``params.secret`` is the 16-byte shared secret as hex, as a supplier's
     bootloader would keep it per security level.
     """
+    # imported here: every daemon that loads the vehicle config resolves the configured algorithm,
+    # and cryptography costs each of them ~6 MiB of RSS when the ECUs use xor_key
+    from cryptography.hazmat.primitives import cmac
+    from cryptography.hazmat.primitives.ciphers import algorithms
+
     secret = bytes.fromhex(str(params["secret"]))
     mac = cmac.CMAC(algorithms.AES(secret))
     mac.update(bytes([level]) + seed)

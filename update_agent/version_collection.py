@@ -20,7 +20,7 @@ from agent.errors import OtaError
 from update_agent.active_versions import collect_active
 from update_agent.passive_versions import SOURCE as FRAME_SOURCE
 from update_agent.passive_versions import PassiveVersionCollector, VersionFrameDecoder
-from update_agent.uds.transport import CanLink
+from update_agent.uds.transport import SHORT_NOTIFIER_TIMEOUT, CanLink
 from update_agent.version_frame import load_dbc
 from update_agent.version_reading import VersionReading, freshest
 from update_agent.version_store import VersionStore
@@ -63,7 +63,7 @@ def collect(vehicle: VehicleConfig, *, ecus: Iterable[str] | None = None, uds: b
                 if not decoder.ecus:
                     continue
                 try:
-                    link = CanLink(bus)
+                    link = CanLink(bus, notifier_timeout=SHORT_NOTIFIER_TIMEOUT)
                 except OtaError as e:
                     notes.append(f"version frames on bus {bus_name}: {e}")
                     continue

@@ -225,11 +225,12 @@ def test_functional_requests_go_once_per_functional_address_with_p2_between() ->
     slept: list[float] = []
     sent = send_functional(vehicle, "communication_control_disable", ["powertrain", "body"],
                            link_factory=lambda bus: FakeLink(bus, frames), sleep=slept.append)
-    assert sent == ["1083", "288301", "1083", "288301"]
+    assert sent == ["1083", "1083", "288301", "288301"]  # each request on both buses before the next
     assert [(f.arbitration_id, bytes(f.data[:3])) for f in frames] == [
-        (0x7DF, b"\x02\x10\x83"), (0x7DF, b"\x03\x28\x83")] * 2  # ISO-TP single frames: length + payload
-    assert bytes(frames[1].data[3:4]) == b"\x01"  # normal communication messages
-    assert slept == [0.05, 0.05]  # the ECUs' P2 after the silent session change
+        (0x7DF, b"\x02\x10\x83"), (0x7DF, b"\x02\x10\x83"),
+        (0x7DF, b"\x03\x28\x83"), (0x7DF, b"\x03\x28\x83")]  # ISO-TP single frames: length + payload
+    assert bytes(frames[2].data[3:4]) == b"\x01"  # normal communication messages
+    assert slept == [0.05]  # the ECUs' P2 after the silent session change, once for both buses
     frames.clear()
     assert send_functional(vehicle, "tester_present", ["body"], link_factory=lambda bus: FakeLink(bus, frames),
                            sleep=slept.append) == ["3e80"]

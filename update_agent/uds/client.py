@@ -26,7 +26,8 @@ This session therefore configures the client as:
 
 A timed-out TransferData is re-sent with the same blockSequenceCounter up to
 ``timing.transfer_retries`` times (a bootloader acknowledges a repeated last
-block without writing it twice). Errors leave this class as the stack's
+block without writing it twice), except past the 0x78 chain cap: that ECU is
+still busy with the block and would only answer 0x21. Errors leave this class as the stack's
 :mod:`agent.errors`, already named (``NRC 0x72 generalProgrammingFailure``).
 """
 
@@ -219,6 +220,8 @@ class UdsClientSession:
                 self._call(SID_TRANSFER_DATA, self._client.transfer_data, counter, data)
                 return
             except OtaTimeoutError as e:
+                if self._pending and "Global" in str(e.__cause__):
+                    raise  # past the 0x78 cap the ECU still works on the block: a re-send meets 0x21 busy
                 if attempt == attempts:
                     raise OtaTimeoutError(f"TransferData block {counter:#04x}: no response after "
                                           f"{attempts} attempts (ECU not answering)") from e

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from agent.config.vehicle import EcuConfig, VehicleConfig
+from agent.config.vehicle import PREFIX_MODES, EcuConfig, VehicleConfig
 from update_agent.uds.client import UdsClientSession
-from update_agent.uds.transport import PREFIX_MODES, CanLink, FunctionalSender, StackFactory, open_connection
+from update_agent.uds.transport import (
+    SHORT_NOTIFIER_TIMEOUT,
+    CanLink,
+    FunctionalSender,
+    StackFactory,
+    open_connection,
+)
 
 
 class VehicleLinks:
@@ -18,7 +24,7 @@ class VehicleLinks:
 
     def link(self, bus: str) -> CanLink:
         if bus not in self._links:
-            self._links[bus] = CanLink(self.vehicle.buses[bus])
+            self._links[bus] = CanLink(self.vehicle.buses[bus], notifier_timeout=SHORT_NOTIFIER_TIMEOUT)
         return self._links[bus]
 
     def session(self, ecu: EcuConfig) -> UdsClientSession:
