@@ -48,8 +48,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(int(text))
+    if text.isascii() and text.isdigit():  # not "²" (isdigit, no int) nor 5000 digits (past int()'s limit)
+        return float(text)  # an absurd delay is inf: longer than max_retry_after, refused clearly
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

@@ -19,6 +19,12 @@ process) must not stall the bus for everyone. After ``stall_limit`` seconds
 of congestion it is marked *overrun*, as a CAN controller whose receive FIFO
 overflows: frames for it are dropped and counted, with a warning, until it
 drains again; the other nodes carry on.
+
+Each channel can inject faults (:mod:`bench.canbus.faults`: drop, delay, a
+detected error with retransmission, an undetected corruption) at a seeded
+rate, set at start (``faults``) or at run time through the channel's control
+socket (:mod:`bench.canbus.control`, ``otactl bench bus-faults``). Delayed
+frames keep the channel's order: the frames behind them wait.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import collections
 import contextlib
 import ctypes
 import functools
+import json
 import logging
 import os
 import signal
@@ -38,9 +45,14 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from agent.errors import ConfigurationError
+from agent.ipc.server import IpcServer
 from bench.canbus import wire
 from bench.canbus.bittime import frame_time
-from bench.canbus.paths import socket_path
+from bench.canbus.control import PROTOCOL as CONTROL_PROTOCOL
+from bench.canbus.control import handlers as control_handlers
+from bench.canbus.faults import FaultInjector, FaultSpec, parse_channels
+from bench.canbus.paths import control_path, socket_path
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +104,7 @@ class _Node(asyncio.Protocol):
 
 class _Channel:
     def __init__(self, name: str, stall_limit: float = STALL_LIMIT, bitrate: int | None = None,
-                 data_bitrate: int | None = None) -> None:
+                 data_bitrate: int | None = None, faults: FaultSpec | None = None) -> None:
         self.name = name
         self.stall_limit = stall_limit
         self.bitrate = bitrate
@@ -105,6 +117,10 @@ class _Channel:
         self.nodes: list[_Node] = []
         self._congested: set[_Node] = set()
         self._stall_timers: dict[_Node, asyncio.TimerHandle] = {}
+        self.faults = FaultInjector(faults or FaultSpec(), bitrate, data_bitrate)
+        #: frames held back by an injected delay or retransmission: (release time, sender, record)
+        self._held: collections.deque[tuple[float, _Node, bytes]] = collections.deque()
+        self._held_timer: asyncio.TimerHandle | None = None
 
     def join(self, node: _Node) -> None:
         self.nodes.append(node)
@@ -122,7 +138,11 @@ class _Channel:
         """Frames from ``sender``: straight through, or onto the emulated wire."""
         if self.bitrate is None:
             self.frames += len(records)
-            self.forward(sender, b"".join(records))
+            if self.faults.spec.active or self._held:
+                for record in records:
+                    self.deliver(sender, record)
+            else:
+                self.forward(sender, b"".join(records))
             return
         now = asyncio.get_running_loop().time()
         for record in records:
@@ -174,11 +194,41 @@ class _Channel:
             self._bus_free_at = end
             self.frames += 1
             self.busy_seconds += seconds
-            self.forward(winner, record)
+            self.deliver(winner, record)
             if winner.tx_paused and len(winner.tx) < TX_QUEUE // 2 and winner.transport is not None:
                 winner.tx_paused = False
                 if not self._congested:
                     winner.transport.resume_reading()
+
+    def deliver(self, sender: _Node, record: bytes) -> None:
+        """One frame leaves the wire: through the fault injector, in channel order, to the other nodes."""
+        verdict = self.faults.judge(record)
+        if verdict.record is None:
+            return
+        if verdict.hold <= 0 and not self._held:
+            self.forward(sender, verdict.record)
+            return
+        loop = asyncio.get_running_loop()
+        release = loop.time() + verdict.hold
+        if verdict.kind == "error" and self.bitrate is not None:
+            # the error frame and the retransmission occupy the emulated wire
+            self._bus_free_at += verdict.hold
+            self.busy_seconds += verdict.hold
+        if self._held:
+            release = max(release, self._held[-1][0])
+        self._held.append((release, sender, verdict.record))
+        if self._held_timer is None:
+            self._release_held()
+
+    def _release_held(self) -> None:
+        self._held_timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._held and self._held[0][0] <= now:
+            _, sender, record = self._held.popleft()
+            self.forward(sender, record)
+        if self._held:
+            self._held_timer = loop.call_at(self._held[0][0], self._release_held)
 
     def forward(self, sender: _Node, data: bytes) -> None:
         for node in self.nodes:
@@ -231,14 +281,25 @@ class Hub:
 
     ``timing`` maps a channel to ``(bitrate, data_bitrate)`` for the channels
     whose wire is emulated; the others relay as fast as the nodes go.
+    ``faults`` maps a channel to its fault injection at start; each channel
+    also gets a control socket (:mod:`bench.canbus.control`) to change it.
     """
 
     def __init__(self, channels: Iterable[str], *, stall_limit: float = STALL_LIMIT,
-                 timing: dict[str, tuple[int, int | None]] | None = None) -> None:
+                 timing: dict[str, tuple[int, int | None]] | None = None,
+                 faults: dict[str, FaultSpec] | None = None) -> None:
         timing = timing or {}
-        self.channels = {name: _Channel(name, stall_limit, *timing.get(name, (None, None)))
-                         for name in channels}
+        faults = faults or {}
+        self.channels = {}
+        for name in channels:
+            bitrate, data_bitrate = timing.get(name, (None, None))
+            self.channels[name] = _Channel(name, stall_limit, bitrate, data_bitrate, faults=faults.get(name))
+        unknown = sorted(set(faults) - set(self.channels))
+        if unknown:
+            raise ConfigurationError(f"bus faults for channel {unknown[0]!r}, which this hub does not serve "
+                                     f"({', '.join(self.channels)})")
         self._servers: list[asyncio.AbstractServer] = []
+        self._controls: list[IpcServer] = []
         self.paths: dict[str, Path] = {}
 
     async def start(self) -> None:
@@ -252,9 +313,15 @@ class Hub:
             os.chmod(path, 0o660)
             self._servers.append(server)
             self.paths[name] = path
+            control = IpcServer(control_path(name), control_handlers(channel), CONTROL_PROTOCOL, mode=0o600)
+            await control.start()
+            self._controls.append(control)
             log.info("bench bus %s on %s", name, path)
 
     async def stop(self) -> None:
+        for control in self._controls:
+            await control.close(timeout=1.0)
+        self._controls = []
         for server in self._servers:
             server.close()
         for channel in self.channels.values():
@@ -272,8 +339,9 @@ class HubThread:
     """A hub running on its own event loop thread, for embedding in a process."""
 
     def __init__(self, channels: Iterable[str], *, stall_limit: float = STALL_LIMIT,
-                 timing: dict[str, tuple[int, int | None]] | None = None) -> None:
-        self.hub = Hub(channels, stall_limit=stall_limit, timing=timing)
+                 timing: dict[str, tuple[int, int | None]] | None = None,
+                 faults: dict[str, FaultSpec] | None = None) -> None:
+        self.hub = Hub(channels, stall_limit=stall_limit, timing=timing, faults=faults)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -310,6 +378,10 @@ class HubThread:
         ch = self.hub.channels[channel]
         return ch.frames, ch.busy_seconds
 
+    def fault_counters(self, channel: str) -> dict[str, int]:
+        """Frames judged and faults injected per kind on ``channel`` so far."""
+        return self.hub.channels[channel].faults.counters()
+
     def __enter__(self) -> HubThread:
         return self.start()
 
@@ -325,13 +397,16 @@ class HubProcess:
     """
 
     def __init__(self, channels: Iterable[str], *, stall_limit: float = STALL_LIMIT,
-                 timing: dict[str, tuple[int, int | None]] | None = None) -> None:
+                 timing: dict[str, tuple[int, int | None]] | None = None,
+                 faults: dict[str, FaultSpec] | None = None) -> None:
         self.channels = list(channels)
         self._args = [sys.executable, "-m", "bench.canbus.hub", "--stall-limit", str(stall_limit)]
         for name in self.channels:
             self._args += ["--channel", name]
         for name, (bitrate, data_bitrate) in (timing or {}).items():
             self._args += ["--timing", f"{name}={bitrate}" + (f":{data_bitrate}" if data_bitrate else "")]
+        if faults:
+            self._args += ["--faults-json", json.dumps({name: spec.as_dict() for name, spec in faults.items()})]
         self._proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 30.0) -> HubProcess:
@@ -389,11 +464,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timing", action="append", default=[], metavar="CHANNEL=BITRATE[:DATA_BITRATE]",
                         help="emulate the wire of a channel at this bitrate")
     parser.add_argument("--stall-limit", type=float, default=STALL_LIMIT)
+    parser.add_argument("--faults-json", default=None, metavar="JSON",
+                        help='fault injection per channel: {"CHANNEL": {"drop": 0.01, "seed": 1, ...}}')
     args = parser.parse_args(argv)
     timing = dict(_parse_timing(spec) for spec in args.timing)
+    faults = parse_channels(json.loads(args.faults_json), source="--faults-json") if args.faults_json else None
 
     async def serve() -> None:
-        hub = Hub(args.channel, stall_limit=args.stall_limit, timing=timing)
+        hub = Hub(args.channel, stall_limit=args.stall_limit, timing=timing, faults=faults)
         await hub.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

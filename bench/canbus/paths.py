@@ -24,3 +24,8 @@ def socket_path(channel: str) -> Path:
     if not channel or "/" in channel or channel.startswith("."):
         raise ValueError(f"bench bus channel must be a plain name or an absolute path, got {channel!r}")
     return hub_dir() / f"{channel}.sock"
+
+
+def control_path(channel: str) -> Path:
+    """The hub's control socket for ``channel`` (fault injection): ``<channel>.ctl`` beside the bus socket."""
+    return socket_path(channel).with_suffix(".ctl")

@@ -101,6 +101,8 @@ class _Pending:
     end: float
     next_pending: float
     final: Response
+    #: NRC 0x78 still to send once ``end`` has passed (fault knob pending_storm)
+    storm: int = 0
 
 
 class Bootloader:
@@ -197,17 +199,48 @@ class Bootloader:
             self._reset(now, cause="fault: reset in the middle of a transfer")
             return []
         self.session.touch(now)
-        if isinstance(result, _Deferred):
-            if result.duration > 0:
-                self._pending = _Pending(sid, now + result.duration,
-                                         now + self.sim.response_pending_interval, result.final)
+        # fault knob: the work is done, the answer waits behind ``storm`` NRC 0x78 (after any of its own)
+        storm = 0 if functional else self.faults.pending_storm(sid)
+        if isinstance(result, _Deferred) or storm:
+            deferred = result if isinstance(result, _Deferred) else _Deferred(0.0, result)
+            if deferred.duration > 0 or storm:
+                own = deferred.duration > 0  # the 0x78 sent now is the operation's own, else the storm's first
+                self._pending = _Pending(sid, now + deferred.duration, now + self.sim.response_pending_interval,
+                                         deferred.final, storm=storm if own else storm - 1)
                 return [negative(sid, _E.RequestCorrectlyReceived_ResponsePending)]
-            result = result.final
+            result = deferred.final
         answers = self._finish(sid, result, suppress=suppress, functional=functional)
         if self._reset_requested:
             self._reset_requested = False
             self._reset(now, cause="ECUReset")
         return answers
+
+    def apply_broadcast(self, values: dict[str, int], now: float) -> list[str]:
+        """A configuration broadcast heard: store each mapped signal's value; returns the DIDs set.
+
+        Applied only while the application runs (a bootloader in the programming session or an
+        ECU rebooting does not take part), persisted like a UDS write.
+        """
+        cfg = self.sim.config_broadcast
+        if cfg is None or not self.application_running(now):
+            return []
+        if self.faults.switch("ignore_config_broadcast"):
+            return []
+        sizes = {cd.name: cd.size for cd in self.sim.config_dids}
+        applied = []
+        for signal, name in cfg.signals.items():
+            if signal not in values:
+                continue  # another branch of a multiplexed message
+            value = values[signal]
+            if not 0 <= value < 1 << (8 * sizes[name]):
+                log.warning("%s: broadcast %s=%s does not fit DID %s", self.name, signal, value, name)
+                continue
+            self.persisted.config_dids[name] = value.to_bytes(sizes[name], "big")
+            applied.append(name)
+        if applied:
+            self.programming.save()
+            log.info("%s: configuration broadcast applied: %s", self.name, ", ".join(applied))
+        return applied
 
     def poll(self, now: float) -> list[Response]:
         """Advance the timers to ``now``: S3, the pending operation's 0x78s and its final answer."""
@@ -215,12 +248,14 @@ class Bootloader:
         if pending is None:
             self._check_s3(now)
             return []
-        if now >= pending.end:
+        if now >= pending.end and pending.storm <= 0:
             self._pending = None
             self.session.touch(now)
             return self._finish(pending.sid, pending.final, suppress=False, functional=False)
         if now >= pending.next_pending:
             pending.next_pending = now + self.sim.response_pending_interval
+            if now >= pending.end:
+                pending.storm -= 1
             return [negative(pending.sid, _E.RequestCorrectlyReceived_ResponsePending)]
         return []
 
@@ -234,7 +269,8 @@ class Bootloader:
         if now is not None and now < self._deaf_until:
             return self._deaf_until  # the end of a reboot
         if self._pending is not None:
-            return min(self._pending.end, self._pending.next_pending)
+            p = self._pending
+            return p.next_pending if p.storm > 0 else min(p.end, p.next_pending)
         if self.session.session != sess.DEFAULT:
             return self.session.last_activity + self.session.s3
         return None
@@ -263,6 +299,8 @@ class Bootloader:
             "resets": self.resets,
             "tester_present": self.tester_present,
             "faults_fired": [f"{knob}: {detail}" for knob, detail in self.faults.fired],
+            "pending_service": None if self._pending is None else self._pending.sid,
+            "config_dids": {name: value.hex() for name, value in sorted(self.persisted.config_dids.items())},
         }
 
     # -- dispatch helpers -------------------------------------------------------
@@ -437,6 +475,9 @@ class Bootloader:
                 raise NrcError(_E.RequestOutOfRange, "fingerprint date is not BCD YYMMDD")
             self.persisted.fingerprint = value
         else:
+            refused = self.faults.config_write_nrc(did)
+            if refused is not None:
+                raise NrcError(refused, f"fault knob refuse_config_write on DID {did:#06x}")
             self.persisted.config_dids[spec.name] = value
         self.programming.save()
         log.info("%s: DID %#06x written: %s", self.name, did, value.hex())

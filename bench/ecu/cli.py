@@ -41,6 +41,10 @@ def register(subparsers: Any) -> None:
         description="Run the bench CAN hub for every bus of the config whose interface is benchhub. "
                     "Prints 'bench bus ready: <channels>' when it listens.")
     p.add_argument("--config", required=True, type=Path, help="vehicle config (YAML)")
+    p.add_argument("--faults", type=Path, default=None, metavar="FILE",
+                   help="fault injection per channel (YAML: {CHANNEL: {drop: 0.01, delay: 0, error: 0, "
+                        "corrupt: 0, delay_time: 0.005, ids: [0x7E0], seed: 1}}); change it at run time "
+                        "with 'otactl bench bus-faults'")
     p.set_defaults(func=run_bus)
 
 
@@ -103,8 +107,18 @@ def run_bus(args: argparse.Namespace) -> int:
     channels = hub_channels(config)
     if not channels:
         raise ConfigurationError("no bus uses the benchhub interface", source=config.source)
+    faults = None
+    if args.faults is not None:
+        from agent.config.node import load_yaml
+        from bench.canbus.faults import parse_channels
+
+        faults = parse_channels(load_yaml(args.faults).data, source=str(args.faults))
+        unknown = sorted(set(faults) - set(channels))
+        if unknown:
+            raise ConfigurationError(f"faults for channel {unknown[0]!r}, not a benchhub bus of "
+                                     f"{config.source} ({', '.join(channels)})", source=str(args.faults))
     with _stop_on_signals(threading.Event()) as stop:
-        hub = start_hub(channels)
+        hub = start_hub(channels, faults)
         try:
             if not stop.is_set():
                 print(f"bench bus ready: {','.join(channels)}", flush=True)

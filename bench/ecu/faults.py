@@ -38,12 +38,15 @@ class FaultPlan:
         self.ecu = ecu
         self._requests: Counter[int] = Counter()
         self._drops = [(d, _Shots(d.times)) for d in config.drop_response]
+        self._storms = [(s, _Shots(s.times)) for s in config.pending_storm]
         self._block_nrcs = [(f, _Shots(f.times)) for f in config.nrc_on_block]
         self._resets = [(f, _Shots(f.times)) for f in config.reset_mid_transfer]
+        self._refusals = [(f, _Shots(f.times)) for f in config.refuse_config_write]
         self._slow = _Shots(config.erase_time.times) if config.erase_time else None
         self._switches = {name: _Shots(sw.times) for name, sw in (
             ("wrong_crc", config.wrong_crc), ("refuse_security", config.refuse_security),
-            ("preconditions_fail", config.preconditions_fail)) if isinstance(sw, Switch)}
+            ("preconditions_fail", config.preconditions_fail),
+            ("ignore_config_broadcast", config.ignore_config_broadcast)) if isinstance(sw, Switch)}
         #: every fault that fired, for the status file and the log: (knob, detail)
         self.fired: list[tuple[str, str]] = []
 
@@ -63,6 +66,15 @@ class FaultPlan:
                 self._note("drop_response", f"service {service:#04x} request #{n}")
                 return True
         return False
+
+    def pending_storm(self, service: int) -> int:
+        """How many NRC 0x78 come before the answer to the current request of ``service`` (0: none)."""
+        n = self._requests[service]
+        for storm, shots in self._storms:
+            if storm.service == service and n >= storm.count and shots.fire():
+                self._note("pending_storm", f"service {service:#04x} request #{n}: {storm.pendings} x NRC 0x78")
+                return storm.pendings
+        return 0
 
     def nrc_on_block(self, block: int) -> int | None:
         for fault, shots in self._block_nrcs:
@@ -85,8 +97,17 @@ class FaultPlan:
             return slow.seconds
         return default
 
+    def config_write_nrc(self, did: int) -> int | None:
+        """The NRC to refuse a write of configuration DID ``did`` with, or None to accept it."""
+        for fault, shots in self._refusals:
+            if fault.did in (None, did) and shots.fire():
+                self._note("refuse_config_write", f"DID {did:#06x} -> NRC {fault.nrc:#04x}")
+                return fault.nrc
+        return None
+
     def switch(self, name: str) -> bool:
-        """True if the on/off knob ``name`` (wrong_crc, refuse_security, preconditions_fail) fires now."""
+        """True if the on/off knob ``name`` (wrong_crc, refuse_security, preconditions_fail,
+        ignore_config_broadcast) fires now."""
         shots = self._switches.get(name)
         if shots is not None and shots.fire():
             self._note(name, "on")

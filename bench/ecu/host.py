@@ -22,11 +22,13 @@ import can
 
 from agent.config.vehicle import BusConfig, EcuConfig, VehicleConfig
 from agent.errors import ConfigurationError, TransportError
+from bench.canbus.faults import FaultSpec
 from bench.canbus.hub import HubProcess
 from bench.canbus.paths import socket_path
 from bench.ecu.bootloader import Bootloader
+from bench.ecu.config_broadcast import config_listener
 from bench.ecu.flash import Layout
-from bench.ecu.runner import Application, BusRunner
+from bench.ecu.runner import Application, BusRunner, FrameListener
 from bench.ecu.simconfig import SimConfig, parse_sim
 from bench.ecu.store import EcuStore
 from bench.ecu.transport import EcuPort, server_params
@@ -58,8 +60,8 @@ def hub_channels(config: VehicleConfig) -> list[str]:
     return [bus.channel for bus in config.buses.values() if bus.interface == BENCH_INTERFACE]
 
 
-def start_hub(channels: Iterable[str]) -> HubProcess:
-    """Start a bench hub, refusing to take over a channel another hub is serving."""
+def start_hub(channels: Iterable[str], faults: dict[str, FaultSpec] | None = None) -> HubProcess:
+    """Start a bench hub (with ``faults`` per channel), refusing to take over a channel another hub serves."""
     channels = list(channels)
     for channel in channels:
         path = socket_path(channel)
@@ -70,7 +72,7 @@ def start_hub(channels: Iterable[str]) -> HubProcess:
                 continue
         raise TransportError(f"a bench hub already serves channel {channel!r} at {path}; stop it, or join it "
                              "with --no-hub")
-    return HubProcess(channels).start()
+    return HubProcess(channels, faults=faults).start()
 
 
 def open_bus(bus: BusConfig) -> can.BusABC:
@@ -130,10 +132,17 @@ class BenchHost:
             port = EcuPort(ecu.name, self.buses[ecu.bus], ecu.isotp, params)
             by_bus.setdefault(ecu.bus, []).append((core, port))
             log.info("%s: listening on %s (%s)", ecu.name, ecu.bus, port.address)
+        vehicle_dbc = self.config.version_frames.dbc if self.config.version_frames is not None else None
         for name, ecus in by_bus.items():
             apps = {index: self._version_frames(core, core.sim.version_frames)
                     for index, (core, _) in enumerate(ecus) if core.sim.version_frames is not None}
-            runner = BusRunner(name, self.buses[name], ecus, on_failure=self._on_failure, applications=apps)
+            listeners: dict[tuple[int, bool], list[tuple[int, FrameListener]]] = {}
+            for index, (core, _) in enumerate(ecus):
+                if core.sim.config_broadcast is not None:
+                    key, listener = config_listener(core, core.sim.config_broadcast, vehicle_dbc)
+                    listeners.setdefault(key, []).append((index, listener))
+            runner = BusRunner(name, self.buses[name], ecus, on_failure=self._on_failure, applications=apps,
+                               listeners=listeners)
             runner.start()
             self.runners.append(runner)
 

@@ -40,13 +40,18 @@ class Application(Protocol):
         """Stop and wait until nothing more is sent (before the bus closes)."""
 
 
+#: called on the bus thread with a frame an ECU listens to (a configuration broadcast) and the time
+FrameListener = Callable[[can.Message, float], None]
+
+
 class BusRunner:
     """Serves the ECUs of one bus from one thread."""
 
     def __init__(self, name: str, bus: can.BusABC, ecus: Sequence[tuple[Bootloader, EcuPort]], *,
                  clock: Callable[[], float] = time.monotonic,
                  on_failure: Callable[[str], None] | None = None,
-                 applications: Mapping[int, Application] | None = None) -> None:
+                 applications: Mapping[int, Application] | None = None,
+                 listeners: Mapping[tuple[int, bool], Sequence[tuple[int, FrameListener]]] | None = None) -> None:
         self.name = name
         #: per ECU index: started while its application runs, restarted after each reset
         self.applications = dict(applications or {})
@@ -62,6 +67,8 @@ class BusRunner:
             self._physical.setdefault((port.rx_id, port.is_29bit), []).append(index)
             if port.functional_id is not None:
                 self._functional.setdefault((port.functional_id, port.is_29bit), []).append(index)
+        #: (arbitration id, extended) -> (ECU index, listener) of the frames ECUs react to
+        self._listeners = dict(listeners or {})
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"bus-{name}", daemon=True)
 
@@ -135,6 +142,8 @@ class BusRunner:
                 request = self.ecus[index][1].functional_frame(msg)
                 if request is not None:
                     self._serve(index, request, functional=True)
+            for index, listener in self._listeners.get(key, ()):
+                self._hear(index, listener, msg)
             frames += 1
             msg = self.bus.recv(0) if frames < BATCH else None
         for index, (core, port) in enumerate(self.ecus):
@@ -151,6 +160,15 @@ class BusRunner:
             if answers:
                 core.store.write_status(core.status(self.clock()))
             self._sync_application(index)
+
+    def _hear(self, index: int, listener: FrameListener, msg: can.Message) -> None:
+        core = self.ecus[index][0]
+        try:
+            listener(msg, self.clock())
+        except Exception:  # a frame that does not decode must not silence the bus
+            log.exception("%s: internal error on frame %#x", core.name, msg.arbitration_id)
+            return
+        core.store.write_status(core.status(self.clock()))
 
     def _serve(self, index: int, request: bytes, *, functional: bool) -> None:
         core, port = self.ecus[index]

@@ -29,12 +29,15 @@ unknown key (a typo in a fault knob) is an error, never silently ignored.
       version_frames: {message: ENGINE_VERSION, period: 0.1}  # see bench.version_broadcast
       faults:
         drop_response: {service: 0x36, count: 5, times: 1}
+        pending_storm: {service: 0x36, count: 3, pendings: 40, times: 1}  # 40 NRC 0x78 before the answer
         nrc_on_block: {block: 3, nrc: 0x72, times: always}
         reset_mid_transfer: {block: 10}
         erase_time: 12.0             # or {seconds: 12.0, times: 2}
         wrong_crc: true              # or {times: 2}
         refuse_security: true
         preconditions_fail: true
+        refuse_config_write: {nrc: 0x22, times: 1}  # WriteDataByIdentifier of a configuration DID
+        ignore_config_broadcast: true  # or {times: N}: the broadcast is heard but not applied
 
 Every fault knob fires ``times`` times (default 1, or ``always``), so a test
 can check both the error and a bounded retry that then succeeds.
@@ -43,6 +46,7 @@ can check both the error and a bounded retry that then succeeds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config.node import Node
@@ -59,6 +63,8 @@ DEFAULT_MAX_BLOCK_LENGTH = 0x0802
 DEFAULT_VIN = "SIMVIN00000000000"
 #: services a drop_response fault may name: the ones the simulator answers
 SIMULATED_SERVICES = frozenset({0x10, 0x11, 0x22, 0x27, 0x28, 0x2E, 0x31, 0x34, 0x36, 0x37, 0x3E, 0x85})
+#: NRCs a refused configuration write may carry: conditionsNotCorrect, requestOutOfRange, securityAccessDenied
+CONFIG_WRITE_NRCS = frozenset({0x22, 0x31, 0x33})
 #: DIDs the simulator serves itself; a configuration DID may not reuse them
 RESERVED_DIDS = frozenset({0xF180, 0xF186, 0xF187, 0xF189, 0xF18C, 0xF190, 0xF191, 0xF15A})
 
@@ -87,6 +93,22 @@ class DropResponse:
     service: int
     count: int
     times: int | None  # None: every request from ``count`` on
+
+
+@dataclass(frozen=True)
+class PendingStorm:
+    """Answer requests ``count``, ``count+1``... of ``service`` with ``pendings`` NRC 0x78 first.
+
+    The request is carried out at once; its final answer follows the 0x78s, one every
+    ``response_pending_interval``, as an ECU that is slow to confirm (a loaded flash
+    driver, a busy core). Past the tester's ``timing.response_pending_limit`` the chain
+    is a hung ECU to the tester.
+    """
+
+    service: int
+    count: int
+    pendings: int
+    times: int | None
 
 
 @dataclass(frozen=True)
@@ -120,14 +142,37 @@ class Switch:
 
 
 @dataclass(frozen=True)
+class RefuseConfigWrite:
+    """Answer WriteDataByIdentifier of a configuration DID (``did``, or any) with ``nrc``."""
+
+    nrc: int
+    did: int | None
+    times: int | None
+
+
+@dataclass(frozen=True)
+class ConfigBroadcastSim:
+    """``sim.config_broadcast``: the DBC message the ECU applies, and which signal sets which DID."""
+
+    #: None: the vehicle's DBC (``version_frames.dbc``)
+    dbc: Path | None
+    message: str
+    #: DBC signal name -> configuration DID name
+    signals: dict[str, str]
+
+
+@dataclass(frozen=True)
 class FaultConfig:
     drop_response: tuple[DropResponse, ...] = ()
+    pending_storm: tuple[PendingStorm, ...] = ()
     nrc_on_block: tuple[NrcOnBlock, ...] = ()
     reset_mid_transfer: tuple[ResetMidTransfer, ...] = ()
     erase_time: SlowErase | None = None
     wrong_crc: Switch | None = None
     refuse_security: Switch | None = None
     preconditions_fail: Switch | None = None
+    refuse_config_write: tuple[RefuseConfigWrite, ...] = ()
+    ignore_config_broadcast: Switch | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +195,7 @@ class SimConfig:
     reset_time: float = 0.0
     security: SecuritySim = field(default_factory=SecuritySim)
     config_dids: tuple[ConfigDid, ...] = ()
+    config_broadcast: ConfigBroadcastSim | None = None
     faults: FaultConfig = field(default_factory=FaultConfig)
     #: periodic version frame while the application runs (see :mod:`bench.version_broadcast`)
     version_frames: VersionFramesSim | None = None
@@ -184,6 +230,7 @@ def parse_sim(ecu: EcuConfig) -> SimConfig:
         reset_time=node.number("reset_time", 0.0, minimum=0, maximum=60),
         security=_security(node.child("security", {})),
         config_dids=tuple(node.items("config_dids", _config_did, [])),
+        config_broadcast=_config_broadcast(node.child("config_broadcast")) if node.has("config_broadcast") else None,
         faults=_faults(node.child("faults", {})),
         version_frames=_version_frames(node) if node.has("version_frames") else None,
     )
@@ -199,7 +246,30 @@ def parse_sim(ecu: EcuConfig) -> SimConfig:
         seen[cd.did] = cd.name
     if len({cd.name for cd in sim.config_dids}) != len(sim.config_dids):
         raise node.error("configuration DID names must be unique", "config_dids")
+    if sim.config_broadcast is not None:
+        for signal, name in sim.config_broadcast.signals.items():
+            if name not in {cd.name for cd in sim.config_dids}:
+                raise node.error(f"signal {signal!r} sets {name!r}, which is not in config_dids",
+                                 f"config_broadcast.signals.{signal}")
     return sim
+
+
+def _config_broadcast(node: Node) -> ConfigBroadcastSim:
+    dbc: Path | None = None
+    if node.has("dbc"):
+        dbc = Path(node.get("dbc", str))
+        if not dbc.is_absolute() and node.source and not node.source.startswith("("):
+            dbc = Path(node.source).parent / dbc
+        if not dbc.is_file():
+            raise node.error(f"DBC file {str(dbc)!r} does not exist", "dbc")
+    signals_node = node.child("signals")
+    signals = {key: signals_node.get(key, str) for key in list(signals_node.data)}
+    signals_node.done()
+    if not signals:
+        raise node.error("at least one signal -> configuration DID", "signals")
+    cfg = ConfigBroadcastSim(dbc=dbc, message=node.get("message", str), signals=signals)
+    node.done()
+    return cfg
 
 
 def _version_frames(node: Node) -> VersionFramesSim:
@@ -299,14 +369,23 @@ def _switch(node: Node, key: str) -> Switch | None:
     raise node.error("expected true, false or {times: N}", key)
 
 
+def _service(node: Node) -> int:
+    service = node.integer("service", minimum=0, maximum=0xFF)
+    if service not in SIMULATED_SERVICES:
+        raise node.error(f"the simulator does not implement service {service:#04x}", "service")
+    return service
+
+
 def _faults(node: Node) -> FaultConfig:
     drops = []
     for sub in _one_or_many(node, "drop_response"):
-        service = sub.integer("service", minimum=0, maximum=0xFF)
-        if service not in SIMULATED_SERVICES:
-            raise sub.error(f"the simulator does not implement service {service:#04x}", "service")
-        drops.append(DropResponse(service=service, count=sub.integer("count", 1, minimum=1),
+        drops.append(DropResponse(service=_service(sub), count=sub.integer("count", 1, minimum=1),
                                   times=_times(sub)))
+        sub.done()
+    storms = []
+    for sub in _one_or_many(node, "pending_storm"):
+        storms.append(PendingStorm(service=_service(sub), count=sub.integer("count", 1, minimum=1),
+                                   pendings=sub.integer("pendings", minimum=1, maximum=100000), times=_times(sub)))
         sub.done()
     nrcs = []
     for sub in _one_or_many(node, "nrc_on_block"):
@@ -327,14 +406,26 @@ def _faults(node: Node) -> FaultConfig:
         sub.done()
     elif raw is not None:
         slow = SlowErase(seconds=node.number("erase_time", minimum=0, maximum=3600), times=1)
+    refusals = []
+    for sub in _one_or_many(node, "refuse_config_write"):
+        nrc = sub.integer("nrc", 0x22, minimum=0, maximum=0xFF)
+        if nrc not in CONFIG_WRITE_NRCS:
+            raise sub.error("must be 0x22 (conditionsNotCorrect), 0x31 (requestOutOfRange) or "
+                            "0x33 (securityAccessDenied)", "nrc")
+        did = sub.integer("did", minimum=0, maximum=0xFFFF) if sub.has("did") else None
+        refusals.append(RefuseConfigWrite(nrc=nrc, did=did, times=_times(sub)))
+        sub.done()
     faults = FaultConfig(
         drop_response=tuple(drops),
+        pending_storm=tuple(storms),
         nrc_on_block=tuple(nrcs),
         reset_mid_transfer=tuple(resets),
         erase_time=slow,
         wrong_crc=_switch(node, "wrong_crc"),
         refuse_security=_switch(node, "refuse_security"),
         preconditions_fail=_switch(node, "preconditions_fail"),
+        refuse_config_write=tuple(refusals),
+        ignore_config_broadcast=_switch(node, "ignore_config_broadcast"),
     )
     node.done()
     return faults

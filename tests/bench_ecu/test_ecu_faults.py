@@ -139,3 +139,62 @@ def test_preconditions_fail_then_pass(make_core: MakeCore) -> None:
     assert t.one("31010203") == bytes.fromhex("7101020301")
     assert t.one("31010203") == bytes.fromhex("7101020301")
     assert t.one("31010203") == bytes.fromhex("7101020300")
+
+
+def _answer_after_pendings(t: Tester, request: str | bytes) -> tuple[int, bytes]:
+    """Send ``request``, follow the ECU's timers to the final answer: (NRC 0x78 count, final answer)."""
+    responses = t.send(request)
+    pendings = 0
+    for _ in range(10000):
+        pendings += sum(1 for r in responses if r.is_pending)
+        final = [r for r in responses if not r.is_pending]
+        if final:
+            return pendings, final[0].data
+        deadline = t.core.next_deadline(t.clock())
+        assert deadline is not None, "the ECU answered 0x78 and then nothing more"
+        t.clock.t = max(t.clock.t, deadline)
+        responses = t.core.poll(t.clock())
+    raise AssertionError("no final answer after 10000 timer steps")
+
+
+def test_pending_storm_answers_after_the_configured_number_of_0x78(make_core: MakeCore) -> None:
+    t = make_core("engine", response_pending_interval=0.05,
+                  faults={"pending_storm": {"service": 0x36, "count": 2, "pendings": 25}})
+    _start_download(t)
+    assert t.one(_block(1)) == b"\x76\x01"  # the first block is answered at once
+    assert _answer_after_pendings(t, _block(2)) == (25, b"\x76\x02")
+    assert t.core.status()["pending_service"] is None
+    for n in range(3, 7):  # times defaults to 1: the rest of the transfer is answered at once
+        assert t.one(_block(n)) == bytes([0x76, n])
+    assert t.one("37") == b"\x77"
+    assert t.check_memory(zlib.crc32(IMAGE)) == bytes.fromhex("7101020200")  # the storm lost nothing
+    assert t.core.status()["faults_fired"] == ["pending_storm: service 0x36 request #2: 25 x NRC 0x78"]
+
+
+def test_pending_storm_while_busy_answers_busy_and_adds_to_a_slow_erase(make_core: MakeCore) -> None:
+    t = make_core("engine", erase_time=0.5, response_pending_interval=0.1,
+                  faults={"pending_storm": {"service": 0x31, "pendings": 10, "times": "always"}})
+    t.one("1003")
+    assert t.send("3101ff00440001000000008000")[0].is_pending  # no security yet: the NRC waits too
+    assert t.core.status()["pending_service"] == 0x31
+    assert t.nrc("22f189") == 0x21  # busyRepeatRequest while the chain runs
+    pendings, answer = _answer_after_pendings(t, b"")  # b"": nothing new, follow the timers
+    assert answer[:2] == b"\x7f\x31" and pendings == 9  # + the one above: a refusal waits too
+    t.unlock()
+    pendings, answer = _answer_after_pendings(t, "3101ff00440001000000008000")
+    assert answer == bytes.fromhex("7101ff0000")
+    assert pendings == 15  # 0.5 s of erase and 10 more, at 0.1 s
+
+
+def test_wrong_block_sequence_counter_keeps_the_transfer_for_a_correct_block(make_core: MakeCore) -> None:
+    """0x73 does not abort a transfer: the tester may send the expected block after it."""
+    t = make_core("engine", faults={"nrc_on_block": {"block": 3, "nrc": 0x73}})
+    _start_download(t)
+    assert t.one(_block(1)) == b"\x76\x01"
+    assert t.one(_block(2)) == b"\x76\x02"
+    assert t.nrc(_block(3)) == 0x73
+    assert t.nrc(_block(5)) == 0x73  # a real wrong counter: block 3 was not written
+    for n in range(3, 7):
+        assert t.one(_block(n)) == bytes([0x76, n])
+    assert t.one("37") == b"\x77"
+    assert t.check_memory(zlib.crc32(IMAGE)) == bytes.fromhex("7101020200")
