@@ -10,6 +10,7 @@ Wiring only; the work is in small modules:
 :mod:`update_agent.rollback`       switch_bank (A/B revert + reset) and reflash
 :mod:`update_agent.job_progress`   progress events at a bounded rate
 :mod:`update_agent.functional`     functional 0x28 / 0x85 / 0x3E on a bus
+:mod:`update_agent.remote_config`  configuration changes (0x2E / DBC broadcast, rollback)
 =================================  ===================================================
 
 The methods and events are declared in :mod:`agent.ipc.declarations.update_agent`.
@@ -29,30 +30,36 @@ clean stop); jobs still queued stay queued in the table and report ``failed`` /
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config.vehicle import VehicleConfig, load_vehicle_config
+from agent.errors import ConfigurationError
 from agent.ipc.error_codes import SchemaError
 from agent.ipc.server import Call, Handler
 from agent.runtime.config import DaemonConfig
 from agent.runtime.daemon import Daemon
 from agent.runtime.watchdog import Worker
-from update_agent.baseline.loading import check_pair, load_hardware_baseline, load_software_baseline
 from update_agent.baseline.matching import match
 from update_agent.daemon_config import UpdateAgentConfig
 from update_agent.functional import changes_session, functional_buses, send_functional
 from update_agent.job_progress import ProgressThrottle
-from update_agent.job_work import Outcome, run_job
 from update_agent.jobs import FILENAME, Job, JobConflict, JobTable
+from update_agent.remote_config.access import VehicleAccess, read_value
+from update_agent.remote_config.change import VersionGateError, apply_change, plan_change, restore_values
+from update_agent.remote_config.items import Catalog, ConfigItem, items_path, load_items
 from update_agent.result import ProgressEvent
 from update_agent.scheduler import BusScheduler
-from update_agent.version_collection import collect
 from update_agent.version_reading import SOURCES, VersionReading, freshest
 from update_agent.version_store import VersionStore
+
+if TYPE_CHECKING:
+    from update_agent.job_work import Outcome
+    from update_agent.version_collection import Collection
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +76,14 @@ class UpdateAgentDaemon(Daemon):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.vehicle: VehicleConfig | None = None
+        self.catalog: Catalog | None = None
         self.jobs: JobTable | None = None
         self.store: VersionStore | None = None
         self.scheduler: BusScheduler | None = None
         self._bus_workers: dict[str, Worker] = {}
         self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._jobs_prefetched = False
 
     @property
     def cfg(self) -> UpdateAgentConfig:
@@ -85,6 +94,8 @@ class UpdateAgentDaemon(Daemon):
     async def start(self) -> None:
         cfg = self.cfg
         self.vehicle = await asyncio.to_thread(load_vehicle_config, cfg.vehicle_config)
+        if cfg.config_items is not None:  # configured: a bad file stops the daemon
+            self.catalog = await asyncio.to_thread(load_items, cfg.config_items, self.vehicle)
         self.jobs = await asyncio.to_thread(JobTable.open, cfg.state_dir / FILENAME,
                                             history_limit=cfg.history_limit)
         for job in await asyncio.to_thread(self.jobs.recover):
@@ -120,7 +131,9 @@ class UpdateAgentDaemon(Daemon):
     async def apply_config(self, old: DaemonConfig, new: DaemonConfig) -> None:
         assert isinstance(new, UpdateAgentConfig)
         vehicle = await asyncio.to_thread(load_vehicle_config, new.vehicle_config)
+        catalog = await asyncio.to_thread(load_items, new.config_items, vehicle) if new.config_items else None
         self.vehicle = vehicle  # jobs already running keep the config they started with
+        self.catalog = catalog
         self._register_workers(vehicle)
         _library_logs(vehicle, new.log_level)
 
@@ -160,7 +173,7 @@ class UpdateAgentDaemon(Daemon):
                 worker.busy()
             await asyncio.to_thread(jobs.start, job.job_id)
             log.info("job %s: %s of %s on bus %s started", job.job_id, job.kind, job.ecu, job.bus)
-            outcome: Outcome = await asyncio.to_thread(run_job, vehicle, job.kind, job.ecu, job.request, progress)
+            outcome: Outcome = await asyncio.to_thread(_run_job, vehicle, job.kind, job.ecu, job.request, progress)
             await asyncio.to_thread(jobs.finish, job.job_id, outcome.state, result=outcome.result,
                                     error=outcome.error)
         finally:
@@ -202,6 +215,9 @@ class UpdateAgentDaemon(Daemon):
             "update_agent.job.rollback": self._job_rollback,
             "update_agent.job.status": self._job_status,
             "update_agent.functional": self._functional,
+            "update_agent.config.set": self._config_set,
+            "update_agent.config.get": self._config_get,
+            "update_agent.config.restore": self._config_restore,
         }
 
     def _ecu(self, method: str, name: str, field: str = "ecu") -> str:
@@ -271,18 +287,37 @@ class UpdateAgentDaemon(Daemon):
         wanted = names or list(vehicle.ecus)
         buses = {vehicle.ecus[n].bus for n in wanted}
         async with self.scheduler.buses(buses):  # never read an ECU while a job flashes its bus
-            collection = await asyncio.to_thread(collect, vehicle, ecus=wanted, store=self.store,
+            collection = await asyncio.to_thread(_collect, vehicle, ecus=wanted, store=self.store,
                                                  uds_timeout=self.cfg.uds_timeout)
         return {"ecus": {name: _reading(r) for name, r in collection.readings.items()},
                 "notes": collection.notes}
 
+    def _prefetch_jobs(self) -> None:
+        """Import the flash and rollback modules (bincopy, the UDS sequencer) in the background the first
+        time the ECUs are asked about: a campaign's check comes before its first job, which then does not
+        wait for them, and a daemon that has not been asked anything yet does not carry them (idle RSS)."""
+        if self._jobs_prefetched:
+            return
+        self._jobs_prefetched = True
+
+        async def prefetch() -> None:
+            try:
+                await asyncio.to_thread(importlib.import_module, "update_agent.job_work")
+            except Exception:  # the first job imports it again and reports the error as its own
+                log.exception("update_agent: importing the job modules failed")
+
+        self.spawn(prefetch(), "prefetch-job-modules")
+
     async def _baseline_match(self, call: Call) -> dict[str, Any]:
+        self._prefetch_jobs()
         assert self.store is not None and self.vehicle is not None and self.scheduler is not None
         p = call.params
         hw_path = self._baseline_path(call.method, p, "hardware")
         sw_path = self._baseline_path(call.method, p, "software")
 
         def load() -> Any:
+            from update_agent.baseline.loading import check_pair, load_hardware_baseline, load_software_baseline
+
             hardware = load_hardware_baseline(hw_path)
             software = load_software_baseline(sw_path)
             check_pair(hardware, software)
@@ -294,7 +329,7 @@ class UpdateAgentDaemon(Daemon):
         if p.get("refresh") or not readings:
             vehicle = self.vehicle
             async with self.scheduler.buses(vehicle.buses):
-                collection = await asyncio.to_thread(collect, vehicle, store=store, uds_timeout=self.cfg.uds_timeout)
+                collection = await asyncio.to_thread(_collect, vehicle, store=store, uds_timeout=self.cfg.uds_timeout)
             readings = collection.readings
         report = match(hardware, software, readings)
         return {"matched": report.ok, "vehicle_version": report.vehicle_version,
@@ -327,6 +362,87 @@ class UpdateAgentDaemon(Daemon):
             sent = await send()
         return {"buses": buses, "requests": sent}
 
+    # -- remote configuration -----------------------------------------------------------------
+    async def _catalog(self, method: str) -> Catalog:
+        """The items: configured ones (loaded at start), else the default file, loaded on first use."""
+        if self.catalog is None:
+            assert self.vehicle is not None
+            try:
+                self.catalog = await asyncio.to_thread(load_items, items_path(None), self.vehicle)
+            except ConfigurationError as e:
+                raise SchemaError(f"{method}: no usable configuration items (update_agent.config_items): {e}") from e
+        return self.catalog
+
+    def _config_items(self, method: str, names: list[str]) -> list[ConfigItem]:
+        assert self.catalog is not None
+        unknown = [n for n in names if n not in self.catalog.items]
+        if unknown:
+            raise SchemaError(f"{method}: params: unknown configuration item {unknown[0]!r} "
+                              f"(items: {', '.join(self.catalog.items)})")
+        return [self.catalog.items[n] for n in names]
+
+    async def _config_set(self, call: Call) -> dict[str, Any]:
+        assert self.vehicle is not None and self.scheduler is not None
+        m, p = call.method, call.params
+        vehicle, catalog = self.vehicle, await self._catalog(call.method)
+        ecus = [self._ecu(m, n, f"ecus[{i}]") for i, n in enumerate(p.get("ecus") or [])]
+        items = self._config_items(m, list(p["values"]))
+        try:
+            plan = plan_change(catalog, list(p["values"].items()), ecus or None)
+        except ConfigurationError as e:
+            raise SchemaError(f"{m}: params.values: {e.reason}") from e
+        buses = {vehicle.ecus[e].bus for item in items for e in item.ecus}
+
+        def run() -> dict[str, Any]:
+            with VehicleAccess(vehicle, catalog) as access:
+                try:
+                    return apply_change(access, plan).to_dict()
+                except VersionGateError as e:
+                    return {"state": "refused", "reason": str(e), "versions": {}, "ecus": [],
+                            "too_old": {ecu: list(pair) for ecu, pair in e.too_old.items()}}
+
+        async with self.scheduler.buses(buses):  # never configure an ECU while a job flashes its bus
+            result = await asyncio.to_thread(run)
+        log.info("configuration change %s: %s%s", ", ".join(p["values"]), result["state"],
+                 f" ({result['reason']})" if result["reason"] else "")
+        return result
+
+    async def _config_restore(self, call: Call) -> dict[str, Any]:
+        assert self.vehicle is not None and self.scheduler is not None
+        m, p = call.method, call.params
+        vehicle, catalog = self.vehicle, await self._catalog(m)
+        previous = [(e["item"], self._ecu(m, e["ecu"], f"previous[{i}].ecu"), e["value"])
+                    for i, e in enumerate(p["previous"])]
+        self._config_items(m, [item for item, _, _ in previous])
+
+        def run() -> dict[str, Any]:
+            with VehicleAccess(vehicle, catalog) as access:
+                return restore_values(access, catalog, previous).to_dict()
+
+        try:
+            async with self.scheduler.buses({vehicle.ecus[ecu].bus for _, ecu, _ in previous}):
+                result = await asyncio.to_thread(run)
+        except ConfigurationError as e:  # a value the item's encoding cannot carry, an ECU it does not concern
+            raise SchemaError(f"{m}: params.previous: {e.reason}") from e
+        log.info("configuration restore of %d value(s): %s", len(previous), result["state"])
+        return result
+
+    async def _config_get(self, call: Call) -> dict[str, Any]:
+        assert self.vehicle is not None and self.scheduler is not None
+        m, p = call.method, call.params
+        vehicle, catalog = self.vehicle, await self._catalog(call.method)
+        ecus = [self._ecu(m, n, f"ecus[{i}]") for i, n in enumerate(p.get("ecus") or [])]
+        items = self._config_items(m, list(p.get("items") or catalog.items))
+        wanted = [(item, ecu) for item in items for ecu in item.ecus if not ecus or ecu in ecus]
+
+        def run() -> list[dict[str, Any]]:
+            with VehicleAccess(vehicle, catalog) as access:
+                return [read_value(access, item, ecu) for item, ecu in wanted]
+
+        async with self.scheduler.buses({vehicle.ecus[ecu].bus for _, ecu in wanted}):
+            values = await asyncio.to_thread(run)
+        return {"values": values}
+
 
 def _library_logs(vehicle: VehicleConfig, level: str) -> None:
     """udsoncan logs every request and block at INFO: in a daemon's journal only at debug level."""
@@ -335,6 +451,22 @@ def _library_logs(vehicle: VehicleConfig, level: str) -> None:
         names += [f"UdsClient[{ecu}]", f"Connection[{ecu}]"]
     for name in names:
         logging.getLogger(name).setLevel(logging.NOTSET if level == "debug" else logging.WARNING)
+
+
+# The UDS, CAN and image libraries (udsoncan, can-isotp, python-can, cantools, bincopy, lxml) are
+# imported by the first version read, baseline match or job, in its worker thread: an update agent
+# that has not talked to the ECUs yet stays small (idle RSS), and the event loop never imports them.
+def _collect(vehicle: VehicleConfig, **kwargs: Any) -> Collection:
+    from update_agent.version_collection import collect
+
+    return collect(vehicle, **kwargs)
+
+
+def _run_job(vehicle: VehicleConfig, kind: str, ecu: str, request: Mapping[str, Any],
+             progress: Callable[[ProgressEvent], None]) -> Outcome:
+    from update_agent.job_work import run_job
+
+    return run_job(vehicle, kind, ecu, request, progress)
 
 
 def _stored_readings(store: VersionStore) -> dict[str, VersionReading]:

@@ -4,6 +4,9 @@
 
     update_agent:
       vehicle_config: /etc/ota-agent/vehicle.yaml   # default: $OTA_VEHICLE_CONFIG, else the bench vehicle
+      config_items: /etc/ota-agent/config-items.yaml  # remote configuration items, loaded at start; when
+                                                    #   not set: $OTA_CONFIG_ITEMS, else the bench items,
+                                                    #   loaded on the first configuration request
       state_dir: /var/lib/ota-update-agent          # job table + version store; default: see
                                                     #   update_agent.state_dir (env, StateDirectory=)
       baselines:                                    # defaults for update_agent.baseline.match
@@ -50,6 +53,7 @@ def _path(node: Node, key: str) -> Path | None:
 class UpdateAgentConfig(DaemonConfig):
     vehicle_config: Path
     state_dir: Path
+    config_items: Path | None = None
     hardware_baseline: Path | None = None
     software_baseline: Path | None = None
     history_limit: int = 1000
@@ -64,6 +68,7 @@ class UpdateAgentConfig(DaemonConfig):
         fields: dict[str, Any] = {
             "vehicle_config": _path(node, "vehicle_config") or vehicle_config_path(None),
             "state_dir": _path(node, "state_dir") or state_dir(None),
+            "config_items": _path(node, "config_items"),
             "hardware_baseline": _path(baselines, "hardware"),
             "software_baseline": _path(baselines, "software"),
             "history_limit": jobs.integer("history_limit", 1000, minimum=1, maximum=1_000_000),

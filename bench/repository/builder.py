@@ -13,8 +13,10 @@ What :func:`build_release` does, refusing bad input before anything is written:
 4. make bsdiff4 patches from the named base versions (a base found among this ECU's
    published images, or a given file), and AES-256-GCM ciphertexts (content key and
    nonce kept in ``content-keys/``; the Director wraps the key to each vehicle);
-5. publish: new targets, snapshot and timestamp signed with the repository's keys,
-   then the release manifest for the Director.
+5. publish: new targets (and the release's configuration change as a small JSON
+   target, ``config/<release>.json``), snapshot and timestamp signed with the
+   repository's keys, then the release manifest for the Director (with the release's
+   ``mandatory`` / ``deadline``, which the Director signs into each vehicle's targets).
 
 The repository is created (fresh keys, root v1 with a 2-of-3 root threshold) when
 ``DIR`` does not hold one yet; building into an existing one adds the release.
@@ -157,6 +159,13 @@ def build_release(spec_path: Path, out: Path, *, clock: Clock = utc_now) -> Buil
     baseline_name = f"baselines/{spec.release}.xml"
     new[baseline_name] = repo.prepare_target(baseline_name, spec.baseline.read_bytes(),
                                              custom.ImageBaseline(spec.target_vehicle_version).to_dict())
-    manifest = ReleaseManifest(spec.release, spec.target_vehicle_version, _ref(new[baseline_name]), images)
+    config = None
+    if spec.config is not None:
+        config_name = f"config/{spec.release}.json"
+        new[config_name] = repo.prepare_target(config_name, custom.config_document(spec.config.values),
+                                               custom.ImageConfig(spec.release).to_dict())
+        config = _ref(new[config_name])
+    manifest = ReleaseManifest(spec.release, spec.target_vehicle_version, _ref(new[baseline_name]), images, config,
+                               spec.mandatory, spec.deadline)
     repo.publish(new, manifest)
     return BuildResult(manifest, out, repo.repo.targets.signed.version, tuple(sorted(new)))

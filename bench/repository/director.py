@@ -14,7 +14,8 @@ On every vehicle version manifest (:meth:`Director.handle_manifest`):
    ``custom`` the ECU, hardware id, release counter, software and target vehicle
    version, flash script, the delta patch whose base is the image the ECU reports
    installed (if the release has one), and for an encrypted image the content key
-   wrapped to this vehicle's key; plus the release's baseline XML. A vehicle on the
+   wrapped to this vehicle's key; plus the release's baseline XML, whose ``custom``
+   carries the release's ``mandatory`` / ``deadline`` when it has them. A vehicle on the
    last node, off the route, or outside a test group gets an empty targets list;
 3. the Director repository of that vehicle (``vehicles/<VIN>/metadata``, sharing the
    Director root) publishes new targets / snapshot / timestamp versions when this
@@ -334,8 +335,12 @@ class Director:
             if target is not None:
                 out[img.target] = target
         b = release.baseline
-        out[b.target] = TargetFile(b.length, b.hashes.to_dict(), b.target,
-                                   {"custom": custom.DirectorBaseline(str(edge.target)).to_dict()})
+        policy = custom.DirectorBaseline(str(edge.target), release.mandatory, release.deadline)
+        out[b.target] = TargetFile(b.length, b.hashes.to_dict(), b.target, {"custom": policy.to_dict()})
+        c = release.config
+        if c is not None:  # the configuration change rides with the release's images
+            out[c.target] = TargetFile(c.length, c.hashes.to_dict(), c.target,
+                                       {"custom": custom.DirectorConfig(str(edge.target)).to_dict()})
         return out
 
     # -- key rotation --------------------------------------------------------------------------

@@ -12,7 +12,9 @@ keys of encrypted images are in ``content-keys/``)::
                  "flash_script": "single_bank",
                  "deltas": [{"target": "engine/engine-1.0.0-to-1.1.0.bsdiff", "length": 2550, "hashes": {...},
                              "base_version": "1.0.0", "base": {"sha256": "...", "sha512": "..."}}],
-                 "ciphertext": null}]}          # or {"target": ..., "length": ..., "hashes": ...}
+                 "ciphertext": null}],          # or {"target": ..., "length": ..., "hashes": ...}
+     "config": {"target": "config/bv-1.1.0.json", "length": 52, "hashes": {...}},   # optional
+     "mandatory": true, "deadline": "2026-12-01T00:00:00Z"}   # optional: the release's consent policy
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 from agent.errors import ConfigurationError
 from dmclient.digests import Hashes
+from dmclient.uptane import custom
 
 FORMAT = 1
 
@@ -91,10 +94,18 @@ class ReleaseManifest:
     target_vehicle_version: str
     baseline: FileRef
     images: tuple[ReleaseImage, ...]
+    #: the configuration change target, when the release has one
+    config: FileRef | None = None
+    #: the release's consent policy (None: the release does not say); deadline ISO 8601 UTC
+    mandatory: bool | None = None
+    deadline: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "release": self.release, "target_vehicle_version": self.target_vehicle_version,
-                "baseline": self.baseline.to_json(), "images": [i.to_json() for i in self.images]}
+        out = {"format": FORMAT, "release": self.release, "target_vehicle_version": self.target_vehicle_version,
+               "baseline": self.baseline.to_json(), "images": [i.to_json() for i in self.images]}
+        if self.config is not None:
+            out["config"] = self.config.to_json()
+        return {**out, **custom.policy_fields(self.mandatory, self.deadline)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str) -> ReleaseManifest:
@@ -102,7 +113,10 @@ class ReleaseManifest:
             if data["format"] != FORMAT:
                 raise ValueError(f"format {data['format']!r} is not {FORMAT}")
             return cls(str(data["release"]), str(data["target_vehicle_version"]), FileRef.from_json(data["baseline"]),
-                       tuple(ReleaseImage.from_json(i) for i in data["images"]))
+                       tuple(ReleaseImage.from_json(i) for i in data["images"]),
+                       FileRef.from_json(data["config"]) if data.get("config") else None,
+                       custom.check_mandatory(data["mandatory"], "mandatory") if "mandatory" in data else None,
+                       custom.check_deadline(data["deadline"], "deadline") if "deadline" in data else None)
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigurationError(f"malformed release manifest: {e!r}", source=source) from e
 

@@ -7,7 +7,7 @@
     target_vehicle_version: BV OS D 1.1.0   # the vehicle version the release moves a car to
     baseline: bench-sw-baseline.xml         # software baseline XML that lists that version
     targets:
-      - type: ecu-image                     # the only type today (ECU configuration comes later)
+      - type: ecu-image                     # an ECU image (or config-change, below)
         ecu: engine                         # ECU name, as in the vehicle config
         hardware_id: ENG-4711
         software_version: 1.1.0             # must be what the baseline lists for this ECU
@@ -21,7 +21,18 @@
           - from_version: 0.9.0
             base_image: images/engine-0.9.0.hex   # or from a file (e.g. the factory image)
         encrypt: false                      # AES-256-GCM; the Director wraps the key per vehicle
+      - type: config-change                 # remote configuration, applied after the images are installed
+        values: {drive_mode: sport, launch_control: "on"}   # item -> value (configs/bench-config-items.yaml)
     expiry_days: {targets: 30, snapshot: 7, timestamp: 1}   # optional
+    mandatory: true                         # optional: the driver cannot decline it (absent: the vehicle's
+                                            # HMI configuration decides; true/false here wins over it)
+    deadline: 2026-12-01T00:00:00Z          # optional, mandatory releases only: an absolute ISO 8601 UTC
+                                            # time after which the update proceeds at the vehicle's next
+                                            # maintenance window without asking
+
+``mandatory`` and ``deadline`` are the release's consent policy: the Director puts them in
+the ``custom`` of the baseline target it signs for each vehicle (see
+:mod:`dmclient.uptane.custom`), so they reach the HMI agent with the Director's signature.
 
 Relative paths are relative to the release file. ``type`` is the extension point: a new
 target kind is a new value with its own fields; unknown types and unknown keys are
@@ -35,11 +46,12 @@ from pathlib import Path
 
 from agent.config.node import Node, load_yaml
 from agent.errors import ConfigurationError
+from dmclient.uptane import custom
 from dmclient.uptane.custom import MAX_COUNTER, check_ident
 from update_agent import vehicle_version
 from update_agent.images import FORMATS
 
-TARGET_TYPES = ("ecu-image",)
+TARGET_TYPES = ("ecu-image", "config-change")
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,14 @@ class EcuImageSpec:
 
 
 @dataclass(frozen=True)
+class ConfigChangeSpec:
+    """A configuration change (item -> value), published as one signed JSON target."""
+
+    values: dict[str, str]
+    where: str = ""
+
+
+@dataclass(frozen=True)
 class ReleaseSpec:
     release: str
     target_vehicle_version: str
@@ -71,6 +91,11 @@ class ReleaseSpec:
     targets: tuple[EcuImageSpec, ...]
     expiry_days: dict[str, float] = field(default_factory=dict)
     source: str = "<memory>"
+    config: ConfigChangeSpec | None = None
+    #: the release's consent policy (None: the release does not say)
+    mandatory: bool | None = None
+    #: ISO 8601 UTC (canonical ``YYYY-MM-DDTHH:MM:SSZ``); only with ``mandatory`` true
+    deadline: str | None = None
 
 
 def _ident(node: Node, key: str) -> str:
@@ -78,6 +103,21 @@ def _ident(node: Node, key: str) -> str:
         return check_ident(node.get(key, str), node.key_path(key))
     except ValueError as e:
         raise node.error(str(e).split(": ", 1)[1], key) from e
+
+
+def _policy(node: Node) -> tuple[bool | None, str | None]:
+    """``mandatory`` and ``deadline`` of the release (see the module docstring)."""
+    mandatory = node.get("mandatory", bool) if node.has("mandatory") else None
+    if not node.has("deadline"):
+        return mandatory, None
+    try:
+        deadline = custom.check_deadline(node.raw("deadline"), node.key_path("deadline"))
+    except ValueError as e:
+        raise node.error(str(e).split(": ", 1)[1], "deadline") from e
+    if mandatory is not True:
+        raise node.error("a deadline needs mandatory: true (after it a mandatory update proceeds without asking)",
+                         "deadline")
+    return mandatory, deadline
 
 
 def _file(node: Node, key: str, base: Path) -> Path:
@@ -94,10 +134,29 @@ def _delta(node: Node, base: Path) -> DeltaSpec:
     return spec
 
 
-def _target(node: Node, base: Path) -> EcuImageSpec:
+def _config_change(node: Node) -> ConfigChangeSpec:
+    values_node = node.child("values")
+    values: dict[str, str] = {}
+    for key in list(values_node.data):
+        raw = values_node.raw(key)
+        if isinstance(raw, bool) or not isinstance(raw, str | int):
+            raise values_node.error("expected the value as text (quote on/off, which YAML reads as booleans)", key)
+        values[str(key)] = str(raw)
+    values_node.done()
+    try:
+        custom.parse_config_document(custom.config_document(values), node.key_path("values"))
+    except ValueError as e:
+        raise node.error(str(e).split(": ", 1)[1], "values") from e
+    node.done()
+    return ConfigChangeSpec(values, node.key_path())
+
+
+def _target(node: Node, base: Path) -> EcuImageSpec | ConfigChangeSpec:
     kind = node.get("type", str, "ecu-image")
     if kind not in TARGET_TYPES:
         raise node.error(f"unknown target type {kind!r} (supported: {', '.join(TARGET_TYPES)})", "type")
+    if kind == "config-change":
+        return _config_change(node)
     fmt = node.choice("format", FORMATS, None) if node.has("format") else None
     spec = EcuImageSpec(
         ecu=_ident(node, "ecu"), hardware_id=_ident(node, "hardware_id"),
@@ -130,9 +189,14 @@ def load_release_spec(path: str | Path) -> ReleaseSpec:
         raise root.error(f"only format 1 is understood, got {fmt}", "format")
     version = root.get("target_vehicle_version", str)
     canonical = str(vehicle_version.parse(version, source=str(path), key="target_vehicle_version"))
-    targets = tuple(root.items("targets", lambda n: _target(n, base)))
+    parsed = root.items("targets", lambda n: _target(n, base))
+    configs = [t for t in parsed if isinstance(t, ConfigChangeSpec)]
+    targets = tuple(t for t in parsed if isinstance(t, EcuImageSpec))
     if not targets:
-        raise root.error("a release needs at least one target", "targets")
+        raise root.error("a release needs at least one ECU image", "targets")
+    if len(configs) > 1:
+        raise ConfigurationError("a release has at most one config-change target (put every value in it)",
+                                 source=str(path), key=configs[1].where)
     ecus: dict[str, str] = {}
     for t in targets:
         if t.ecu in ecus:
@@ -146,8 +210,10 @@ def load_release_spec(path: str | Path) -> ReleaseSpec:
             if e.has(role):
                 expiry[role] = e.number(role, minimum=0.001, maximum=3650)
         e.done()
+    mandatory, deadline = _policy(root)
     spec = ReleaseSpec(release=_ident(root, "release"), target_vehicle_version=canonical,
                        baseline=_file(root, "baseline", base), targets=targets, expiry_days=expiry,
-                       source=str(path))
+                       source=str(path), config=configs[0] if configs else None, mandatory=mandatory,
+                       deadline=deadline)
     root.done()
     return spec

@@ -16,6 +16,7 @@ from typing import Any
 
 from dmclient.digests import Hashes
 from dmclient.encryption import EncryptionSpec
+from dmclient.uptane import custom
 
 
 def target_url(base_url: str, name: str, hashes: Hashes) -> str:
@@ -107,10 +108,29 @@ class BaselineAssignment:
 
 
 @dataclass(frozen=True)
+class ConfigAssignment:
+    """The verified configuration change of the release (item -> value), for the update agent."""
+
+    target: str
+    length: int
+    hashes: Hashes
+    values: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "length": self.length, "hashes": self.hashes.to_dict(),
+                "values": dict(self.values)}
+
+
+@dataclass(frozen=True)
 class Assignment:
     target_vehicle_version: str
     ecus: tuple[EcuAssignment, ...]
     baseline: BaselineAssignment
+    config: ConfigAssignment | None = None
+    #: the release's consent policy from the Director's signed baseline target (None: not said)
+    mandatory: bool | None = None
+    #: ISO 8601 UTC, after which a mandatory update proceeds at the next maintenance window
+    deadline: str | None = None
 
     def ecu(self, name: str) -> EcuAssignment | None:
         return next((e for e in self.ecus if e.ecu == name), None)
@@ -123,8 +143,11 @@ class Assignment:
         return order
 
     def to_json(self) -> dict[str, Any]:
-        return {"target_vehicle_version": self.target_vehicle_version, "ecus": [e.to_json() for e in self.ecus],
-                "baseline": self.baseline.to_json()}
+        out: dict[str, Any] = {"target_vehicle_version": self.target_vehicle_version,
+                               "ecus": [e.to_json() for e in self.ecus], "baseline": self.baseline.to_json()}
+        if self.config is not None:
+            out["config"] = self.config.to_json()
+        return {**out, **custom.policy_fields(self.mandatory, self.deadline)}
 
 
 @dataclass(frozen=True)

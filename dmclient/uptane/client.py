@@ -34,12 +34,13 @@ from securesystemslib.signer import CryptoSigner
 
 from agent.errors import BaselineFileError, ProtocolError
 from dmclient.cache import PackageCache
-from dmclient.digests import hash_file
+from dmclient.digests import StreamHasher, hash_file
 from dmclient.errors import HttpStatusError
 from dmclient.fetcher import Fetcher, normalise
-from dmclient.uptane.assignment import Assignment, BaselineAssignment, CheckResult
+from dmclient.uptane import custom
+from dmclient.uptane.assignment import Assignment, BaselineAssignment, CheckResult, ConfigAssignment
 from dmclient.uptane.config import UptaneConfig
-from dmclient.uptane.errors import BaselineMismatchError, UptaneVerificationError
+from dmclient.uptane.errors import BaselineMismatchError, InvalidMetadataError, UptaneVerificationError
 from dmclient.uptane.fetcher import TufFetcher
 from dmclient.uptane.manifest import EcuVersionReport, InstalledImage, VehicleManifest, sign_manifest
 from dmclient.uptane.metadata_store import MetadataStore
@@ -195,7 +196,29 @@ class UptaneClient:
         finally:
             tmp.unlink(missing_ok=True)
         return Assignment(bundle.target_vehicle_version, bundle.ecus,
-                          BaselineAssignment(info.path, info.length, hashes, path))
+                          BaselineAssignment(info.path, info.length, hashes, path), self._config(bundle, image),
+                          bundle.mandatory, bundle.deadline)
+
+    def _config(self, bundle: VerifiedBundle, image: RepositoryClient) -> ConfigAssignment | None:
+        """The configuration change target, downloaded (length-capped, hash-checked by the TUF client) and parsed."""
+        info = bundle.config
+        if info is None:
+            return None
+        tmp = self.cache.temp_path(f"config-{uuid.uuid4().hex}.json")
+        try:
+            image.download(info, tmp)
+            data = tmp.read_bytes()
+        finally:
+            tmp.unlink(missing_ok=True)
+        hashes = hashes_of(info, "image")
+        found = StreamHasher(sha512=hashes.sha512 is not None)
+        found.update(data)
+        found.verify(hashes, f"configuration {info.path}")
+        try:
+            values = custom.parse_config_document(data, f"configuration {info.path}")
+        except ValueError as e:
+            raise InvalidMetadataError(str(e), repository="image") from e
+        return ConfigAssignment(info.path, info.length, hashes, values)
 
 
 def record_install(state: UptaneState, ecu: str, assignment: Assignment) -> None:

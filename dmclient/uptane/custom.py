@@ -13,6 +13,7 @@ Image repository targets (offline keys; what exists)::
     {"type": "delta", "of": "engine/engine-1.1.0.hex", "base_version": "1.0.0",
      "base": {"sha256": ..., "sha512": ...}}              # bsdiff4 patch from base
     {"type": "baseline", "vehicle_version": "BV OS D 1.1.0"}  # software baseline XML
+    {"type": "config", "release": "bv-1.1.0"}             # configuration change (JSON, below)
 
 Director targets (online keys; what this vehicle is to install)::
 
@@ -21,7 +22,20 @@ Director targets (online keys; what this vehicle is to install)::
      "target_vehicle_version": "BV OS D 1.1.0", "flash_script": "single_bank",
      "delta": {"target": "engine/...bsdiff", "base": {"sha256": ...}},        # optional
      "encryption": {"target": "engine/...enc", "spec": {...}}}                # optional
-    {"type": "baseline", "target_vehicle_version": "BV OS D 1.1.0"}
+    {"type": "baseline", "target_vehicle_version": "BV OS D 1.1.0",
+     "mandatory": true, "deadline": "2026-12-01T00:00:00Z"}   # both optional: the release's policy
+    {"type": "config", "target_vehicle_version": "BV OS D 1.1.0"}
+
+The baseline target is the one every assignment has exactly once, so it carries the
+release's consent policy: ``mandatory`` (true/false; absent: the release does not say,
+the HMI agent's configuration decides) and ``deadline`` (ISO 8601 UTC, only with
+``mandatory: true``: after it the update proceeds at the next maintenance window).
+Signed by the Director's targets key, so no one on the way can change them.
+
+A configuration change target (remote configuration, applied by the update agent after
+the release's images are installed) is a small JSON file::
+
+    {"format": 1, "values": {"drive_mode": "sport", "comfort_lights": "on"}}
 
 ``spec`` is :class:`dmclient.encryption.EncryptionSpec` (content key wrapped to this
 vehicle). ``type`` is the extension point: a later target kind (ECU configuration)
@@ -32,17 +46,22 @@ Parsers raise ``ValueError`` naming the field; the vehicle turns that into
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from dmclient.digests import Hashes
 from dmclient.encryption import EncryptionSpec
 
-ECU_IMAGE, CIPHERTEXT, DELTA, BASELINE = "ecu-image", "ciphertext", "delta", "baseline"
-IMAGE_TYPES = (ECU_IMAGE, CIPHERTEXT, DELTA, BASELINE)
-DIRECTOR_TYPES = (ECU_IMAGE, BASELINE)
+ECU_IMAGE, CIPHERTEXT, DELTA, BASELINE, CONFIG = "ecu-image", "ciphertext", "delta", "baseline", "config"
+IMAGE_TYPES = (ECU_IMAGE, CIPHERTEXT, DELTA, BASELINE, CONFIG)
+DIRECTOR_TYPES = (ECU_IMAGE, BASELINE, CONFIG)
+#: the largest configuration change target a vehicle accepts
+MAX_CONFIG_BYTES = 64 * 1024
+_CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*(/[A-Za-z0-9][A-Za-z0-9._+-]*)*$")
 _IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$")
@@ -68,6 +87,35 @@ def check_ident(value: Any, where: str) -> str:
 def check_counter(value: Any, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNTER:
         raise ValueError(f"{where}: expected a release counter (integer >= 0), got {value!r}")
+    return value
+
+
+def check_deadline(value: Any, where: str) -> str:
+    """An ISO 8601 UTC time to the second (text, or a YAML timestamp); canonical ``YYYY-MM-DDTHH:MM:SSZ``."""
+    when = value
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{where}: not an ISO 8601 time: {value!r} (e.g. 2026-12-01T00:00:00Z)") from None
+    if not isinstance(when, datetime):
+        raise ValueError(f"{where}: expected an ISO 8601 UTC time such as 2026-12-01T00:00:00Z, got {value!r}")
+    if when.utcoffset() != timedelta(0):
+        raise ValueError(f"{where}: must be in UTC (end in Z or +00:00), got {value!r}")
+    if when.microsecond:
+        raise ValueError(f"{where}: give the time to the second, got {value!r}")
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def policy_fields(mandatory: bool | None, deadline: str | None) -> dict[str, Any]:
+    """The release's consent policy as JSON fields: only what the release says."""
+    out: dict[str, Any] = {} if mandatory is None else {"mandatory": mandatory}
+    return out if deadline is None else {**out, "deadline": deadline}
+
+
+def check_mandatory(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}: expected true or false, got {value!r}")
     return value
 
 
@@ -239,11 +287,75 @@ class DirectorEcuImage:
 @dataclass(frozen=True)
 class DirectorBaseline:
     target_vehicle_version: str
+    #: the release's consent policy (None: the release does not say)
+    mandatory: bool | None = None
+    #: ISO 8601 UTC; only with ``mandatory`` true
+    deadline: str | None = None
 
     @classmethod
     def parse(cls, data: Any, where: str) -> DirectorBaseline:
+        d = _mapping(data, where, {"type", "target_vehicle_version"}, {"mandatory", "deadline"})
+        mandatory = check_mandatory(d["mandatory"], f"{where}.mandatory") if "mandatory" in d else None
+        deadline = check_deadline(d["deadline"], f"{where}.deadline") if "deadline" in d else None
+        if deadline is not None and mandatory is not True:
+            raise ValueError(f"{where}.deadline: a deadline applies to a mandatory update only (mandatory is "
+                             f"{mandatory!r})")
+        return cls(_text(d["target_vehicle_version"], f"{where}.target_vehicle_version"), mandatory, deadline)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": BASELINE, "target_vehicle_version": self.target_vehicle_version,
+                **policy_fields(self.mandatory, self.deadline)}
+
+
+# -- configuration change --------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageConfig:
+    release: str
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> ImageConfig:
+        d = _mapping(data, where, {"type", "release"})
+        return cls(check_ident(d["release"], f"{where}.release"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": CONFIG, "release": self.release}
+
+
+@dataclass(frozen=True)
+class DirectorConfig:
+    target_vehicle_version: str
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> DirectorConfig:
         d = _mapping(data, where, {"type", "target_vehicle_version"})
         return cls(_text(d["target_vehicle_version"], f"{where}.target_vehicle_version"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": BASELINE, "target_vehicle_version": self.target_vehicle_version}
+        return {"type": CONFIG, "target_vehicle_version": self.target_vehicle_version}
+
+
+def config_document(values: Mapping[str, str]) -> bytes:
+    """The bytes of a configuration change target (canonical: sorted keys, no spaces)."""
+    return json.dumps({"format": 1, "values": dict(values)}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def parse_config_document(data: bytes, where: str) -> dict[str, str]:
+    """The values of a configuration change target; ValueError naming what is wrong."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{where}: {len(data)} bytes, more than {MAX_CONFIG_BYTES}")
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise ValueError(f"{where}: not JSON: {e}") from None
+    d = _mapping(doc, where, {"format", "values"})
+    if d["format"] != 1:
+        raise ValueError(f"{where}.format: only format 1 is understood, got {d['format']!r}")
+    values = d["values"]
+    if not isinstance(values, Mapping) or not values:
+        raise ValueError(f"{where}.values: expected a non-empty object")
+    out: dict[str, str] = {}
+    for name, value in values.items():
+        if not isinstance(name, str) or not _CONFIG_NAME.match(name):
+            raise ValueError(f"{where}.values: not a configuration item name: {name!r}")
+        out[name] = _text(value, f"{where}.values.{name}")
+    return out

@@ -17,7 +17,9 @@ for every Director target
 * a delta patch and a ciphertext the Director points to exist in the Image repository
   as such, made from / for exactly this image;
 * all targets lead to one target vehicle version, newer than the current one, and the
-  baseline XML of that version is a target of both repositories.
+  baseline XML of that version is a target of both repositories; the Director's
+  baseline target carries the release's ``mandatory`` / ``deadline`` (well formed, or
+  invalid metadata naming the field), which the bundle returns.
 
 The first failure raises the matching :mod:`dmclient.uptane.errors` class naming the
 target, the ECU and both values.
@@ -59,6 +61,11 @@ class VerifiedBundle:
     ecus: tuple[EcuAssignment, ...]
     #: the baseline XML target (the Image repository's info, equal to the Director's)
     baseline: TargetFile
+    #: the configuration change target (the Image repository's info), when assigned
+    config: TargetFile | None = None
+    #: the release's consent policy, from the Director's baseline target (see :mod:`~dmclient.uptane.custom`)
+    mandatory: bool | None = None
+    deadline: str | None = None
 
 
 def hashes_of(info: TargetFile, repository: str) -> Hashes:
@@ -196,6 +203,7 @@ def cross_check(director_targets: Mapping[str, TargetFile], image: ImageLookup, 
         return None
     images: dict[str, EcuAssignment] = {}
     baselines: list[tuple[str, TargetFile, custom.DirectorBaseline]] = []
+    configs: list[tuple[str, TargetFile]] = []
     versions: set[str] = set()
     for name in sorted(director_targets):
         info = director_targets[name]
@@ -209,6 +217,11 @@ def cross_check(director_targets: Mapping[str, TargetFile], image: ImageLookup, 
             b = _parse(custom.DirectorBaseline.parse, info.custom, where, "director")
             baselines.append((name, info, b))
             versions.add(b.target_vehicle_version)
+            continue
+        if kind == custom.CONFIG:
+            c = _parse(custom.DirectorConfig.parse, info.custom, where, "director")
+            configs.append((name, info))
+            versions.add(c.target_vehicle_version)
             continue
         d = _parse(custom.DirectorEcuImage.parse, info.custom, where, "director")
         if d.ecu in images:
@@ -226,11 +239,23 @@ def cross_check(director_targets: Mapping[str, TargetFile], image: ImageLookup, 
                                  "target", repository="director")
     if len(baselines) > 1:
         raise InvalidMetadataError(f"the Director lists {len(baselines)} baseline targets", repository="director")
-    name, dinfo, _ = baselines[0]
+    name, dinfo, policy = baselines[0]
     iinfo = _lookup(image, name, f"baseline {name}", None)
     same_file(dinfo, iinfo, f"baseline {name}")
     ib = _image_custom(iinfo, custom.BASELINE, custom.ImageBaseline.parse, f"baseline {name}", None)
     if ib.vehicle_version != target_version:
         raise ArbitrarySoftwareError(f"baseline {name} is, per the Image repository, the baseline of "
                                      f"{ib.vehicle_version!r}, not of {target_version!r}")
-    return VerifiedBundle(target_version, tuple(images[e] for e in sorted(images)), iinfo)
+    config = None
+    if len(configs) > 1:
+        raise InvalidMetadataError(f"the Director lists {len(configs)} configuration targets", repository="director")
+    if configs:
+        cname, cinfo = configs[0]
+        config = _lookup(image, cname, f"configuration {cname}", None)
+        same_file(cinfo, config, f"configuration {cname}")
+        _image_custom(config, custom.CONFIG, custom.ImageConfig.parse, f"configuration {cname}", None)
+        if config.length > custom.MAX_CONFIG_BYTES:
+            raise InvalidMetadataError(f"configuration {cname} is {config.length} bytes (at most "
+                                       f"{custom.MAX_CONFIG_BYTES})", repository="image")
+    return VerifiedBundle(target_version, tuple(images[e] for e in sorted(images)), iinfo, config,
+                          policy.mandatory, policy.deadline)

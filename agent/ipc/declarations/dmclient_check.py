@@ -5,14 +5,16 @@ the same ``dmclient`` group name, so :meth:`Protocol.for_daemon` serves both fro
 one socket. The result mirrors :meth:`dmclient.uptane.assignment.CheckResult.to_json`:
 ``status`` ``nothing`` with ``assignment`` null, or ``update`` with the verified
 assignment (per ECU image: URL, length, hashes, release counter, delta, encryption,
-flash script) and the target vehicle version with its baseline XML in the cache.
+flash script), the target vehicle version with its baseline XML in the cache, the
+release's configuration change when it has one, and its ``mandatory`` / ``deadline``
+when it says.
 """
 
 from __future__ import annotations
 
 from agent.ipc.declarations.dmclient import ENCRYPTION, HASHES, LENGTH, URL
 from agent.ipc.registry import Group, Method
-from agent.ipc.schema import AbsPath, Enum, Int, ListOf, Nullable, Record, Str
+from agent.ipc.schema import AbsPath, Bool, Enum, Int, ListOf, MapOf, Nullable, Opt, Record, Str
 
 NAME = Str(pattern=r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
 TARGET_NAME = Str(min_len=1, max_len=200, doc="target name in the Image and Director repositories")
@@ -40,6 +42,12 @@ ASSIGNMENT = Record(
     ecus=ListOf(ECU_ASSIGNMENT),
     baseline=Record(target=TARGET_NAME, length=LENGTH, hashes=HASHES, path=AbsPath(),
                     doc="the verified software baseline XML of the target vehicle version, in the cache"),
+    config=Opt(Record(target=TARGET_NAME, length=LENGTH, hashes=HASHES,
+                      values=MapOf(Str(min_len=1, max_len=128), doc="configuration item -> value"),
+                      doc="the verified configuration change of the release, applied after the images")),
+    mandatory=Opt(Bool(doc="the release is mandatory (signed by the Director); absent: the release does not say")),
+    deadline=Opt(Str(pattern=r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
+                     doc="ISO 8601 UTC; after it a mandatory update proceeds at the next maintenance window")),
 )
 
 GROUP = Group(

@@ -1,4 +1,5 @@
-"""``ota-update-agent``: ECU versions, baseline matching, flash / rollback jobs, functional requests.
+"""``ota-update-agent``: ECU versions, baseline matching, flash / rollback jobs, functional requests,
+remote configuration.
 
 Flash and rollback run as *jobs*: ``update_agent.job.flash`` / ``update_agent.job.rollback``
 answer ``{job_id}`` at once and the work runs in the daemon, at most one job per bus at a
@@ -67,6 +68,23 @@ JOB_STATUS = Record(
 FUNCTIONAL_REQUEST = Enum("communication_control_disable", "communication_control_enable",
                           "dtc_setting_off", "dtc_setting_on", "tester_present")
 
+CONFIG_OUTCOME = Record(
+    item=Str(), ecu=ECU, previous=Nullable(Str()), wanted=Nullable(Str()), read_back=Nullable(Str()),
+    state=Enum("pending", "confirmed", "refused", "not_confirmed", "not_written", "restored", "unchanged",
+               "restore_failed"),
+    error=Nullable(Str()),
+    doc="one ECU of one item in a configuration change",
+)
+CONFIG_CHANGE = Record(
+    state=Enum("applied", "rolled_back", "rollback_failed", "refused"),
+    reason=Nullable(Str()),
+    versions=MapOf(Str(), doc="ECU -> the software version the gate read"),
+    ecus=ListOf(CONFIG_OUTCOME),
+    too_old=Opt(MapOf(ListOf(Str(), min_items=2, max_items=2),
+                      doc="state 'refused': ECU -> [running version, version needed]")),
+)
+CONFIG_VALUE = Record(item=Str(), ecu=ECU, value=Nullable(Str()), raw=Nullable(Str()), error=Nullable(Str()))
+
 GROUP = Group(
     "update_agent",
     Method("update_agent.versions.read",
@@ -109,6 +127,31 @@ GROUP = Group(
            doc="Send a functionally addressed request on one bus (when omitted: every bus with a "
                "functionally addressable ECU): 0x28 / 0x85 "
                "with suppressPosRsp after an extended session request, or TesterPresent 0x3E 0x80."),
+    Method("update_agent.config.set",
+           params=Record(values=MapOf(Str(min_len=1, max_len=64, doc="the value as text, e.g. 'on', 'sport', '120'"),
+                                      doc="configuration item name -> value (configs/bench-config-items.yaml)"),
+                         ecus=Opt(ListOf(ECU, min_items=1, max_items=256))),
+           result=CONFIG_CHANGE,
+           doc="Apply a remote configuration change all or nothing: every ECU concerned must run the items' "
+               "minimum software version (else state 'refused', nothing written), previous values are read, "
+               "diagnostic items are written per ECU (0x2E) and broadcast items by one DBC frame, every ECU is "
+               "read back, and any refusal or mismatch puts every ECU back on its previous value "
+               "(state 'rolled_back', or 'rollback_failed' naming the ECUs that are on neither)."),
+    Method("update_agent.config.restore",
+           params=Record(previous=ListOf(Record(item=Str(min_len=1, max_len=64), ecu=ECU,
+                                                value=Str(min_len=1, max_len=64)),
+                                         min_items=1, max_items=1024,
+                                         doc="the values to put back, as journalled before a change")),
+           result=CONFIG_CHANGE,
+           doc="Put ECUs back on journalled values: only the ECUs not on them are written (a broadcast item by "
+               "one frame when all its ECUs go back to one value, else per ECU over UDS), then every one is "
+               "read back. State 'rolled_back', or 'rollback_failed' naming the ECUs on neither value."),
+    Method("update_agent.config.get",
+           params=Record(items=Opt(ListOf(Str(min_len=1, max_len=64), min_items=1, max_items=256)),
+                         ecus=Opt(ListOf(ECU, min_items=1, max_items=256))),
+           result=Record(values=ListOf(CONFIG_VALUE)),
+           doc="Read the configuration values the ECUs hold (UDS 0x22); an ECU that does not answer is "
+               "reported in its entry, not an error."),
     Event("update_agent.job.progress",
           params=Record(job_id=JOB_ID, ecu=ECU, step=Str(), bytes_done=Int(minimum=0),
                         bytes_total=Int(minimum=0), blocks=Int(minimum=0)),
