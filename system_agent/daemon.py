@@ -1,16 +1,25 @@
-"""``ota-system-agent``: preconditions and OTA mode over IPC (minimal for issue 6; issue 7 grows it).
+"""``ota-system-agent``: vehicle state, preconditions and OTA mode over IPC.
 
-Wiring only: the vehicle state source (:mod:`system_agent.vehicle_state`), the rules
+Wiring only: the vehicle state source (:class:`~system_agent.can_source.CanStateSource`,
+the DBC signals of every bus with their ages; or the state file of
+:mod:`system_agent.vehicle_state` for a desk without a bus), the rules
 (:mod:`system_agent.preconditions`) and :class:`~system_agent.ota_mode.OtaMode`, whose
 functional requests go to ``ota-update-agent`` (``update_agent.functional``, every bus).
-One task keeps OTA mode: functional TesterPresent every ``tester_present_interval`` while
-active, and exit when the lease runs out; every change is published as
+
+Tasks: the *watch* re-reads the state when a frame arrives or a signal is about to go
+stale, and publishes ``system_agent.state.changed`` when the known values change and
+``system_agent.preconditions.verdict`` when a phase's verdict changes. The *OTA-mode
+keeper* sends functional TesterPresent every ``tester_present_interval`` while active and
+exits when the lease runs out. While OTA mode is on, the OTA-mode frame is broadcast on
+every bus and the power hold file is kept (:mod:`system_agent.ota_signals`); both end with
+OTA mode, also when it ends by lease expiry. Every change of OTA mode is published as
 ``system_agent.ota_mode.changed``. ``ota-system-agent --config FILE`` runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -19,10 +28,17 @@ from agent.ipc.client import IpcClient
 from agent.ipc.server import Call, Handler
 from agent.runtime.config import peer_socket
 from agent.runtime.daemon import Daemon
+from system_agent.can_source import CanStateSource
 from system_agent.config import SystemConfig
+from system_agent.network import SIGNAL as NETWORK_SIGNAL
+from system_agent.network import NetworkProbe
 from system_agent.ota_mode import OtaMode
-from system_agent.preconditions import evaluate
-from system_agent.vehicle_state import StateFileSource
+from system_agent.ota_signals import OtaModeBroadcast, PowerHold
+from system_agent.preconditions import PHASES, Verdict, evaluate
+from system_agent.vehicle_state import StateFileSource, VehicleState, VehicleStateSource
+
+#: s between reads of the state file (file source: nothing tells when it changes)
+FILE_POLL = 0.5
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +55,12 @@ class SystemDaemon(Daemon):
         self.update_agent: IpcClient | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._state_wake = asyncio.Event()
+        self.source: VehicleStateSource | None = None
+        self.broadcast: OtaModeBroadcast | None = None
+        self.hold: PowerHold | None = None
+        self.network: NetworkProbe | None = None
+        self.verdicts: dict[str, Verdict] = {}
 
     @property
     def cfg(self) -> SystemConfig:
@@ -47,7 +69,21 @@ class SystemDaemon(Daemon):
 
     async def start(self) -> None:
         cfg = self.cfg
-        self.source = StateFileSource(cfg.state_file)
+        self.hold = PowerHold(cfg.power_hold_file)
+        if cfg.state_source == "can":
+            assert cfg.can is not None
+            from agent.config.vehicle import load_vehicle_config
+
+            loop = asyncio.get_running_loop()
+            source = CanStateSource(load_vehicle_config(cfg.can.vehicle_config), cfg.can.dbc, cfg.can.signals,
+                                    stale_factor=cfg.can.stale_factor, stale_after=cfg.can.stale_after,
+                                    on_frame=lambda: _set_from_thread(loop, self._state_wake))
+            source.start()
+            self.source = source
+            self.broadcast = OtaModeBroadcast({n: link.bus for n, link in source.links.items()}, source.db,
+                                              cfg.can.ota_mode_message)
+        else:
+            self.source = StateFileSource(cfg.state_file)
         self.update_agent = IpcClient(peer_socket("update_agent", cfg.source, self.env), daemon="update_agent",
                                       reconnect=True, connect_timeout=5.0, call_timeout=15.0)
 
@@ -57,18 +93,86 @@ class SystemDaemon(Daemon):
 
         self.mode = OtaMode(cfg.state_dir / "ota_mode.json", functional, max_lease=cfg.max_lease)
         self.spawn(self._keeper(), "ota-mode")
+        self.spawn(self._watch(), "vehicle-state")
+        if cfg.network is not None:
+            self.network = NetworkProbe(cfg.network.url, interval=cfg.network.interval, timeout=cfg.network.timeout)
+            self.spawn(self.network.run(self._state_wake.set), "network-probe")
 
     async def stop(self) -> None:
+        if self.broadcast is not None:
+            self.broadcast.stop()  # the frame stops; the hold file stays for the lease (restart takes it up)
+        if isinstance(self.source, CanStateSource):
+            self.source.close()
         if self.update_agent is not None:
             await self.update_agent.close()
 
     def status_details(self) -> Mapping[str, Any]:
-        return {"ota_mode": self.mode.to_json() if self.mode else None, "state_file": str(self.cfg.state_file)}
+        return {"ota_mode": self.mode.to_json() if self.mode else None, "state_source": self.cfg.state_source,
+                "state_file": str(self.cfg.state_file)}
+
+    # -- vehicle state ---------------------------------------------------------------------------
+    async def snapshot(self) -> VehicleState:
+        assert self.source is not None
+        if isinstance(self.source, CanStateSource):
+            state = self.source.snapshot()
+        else:
+            state = await asyncio.to_thread(self.source.snapshot)
+        reachable = self.network.reading() if self.network is not None else None
+        if reachable is None:
+            return state
+        return VehicleState({**state.values, NETWORK_SIGNAL: reachable}, state.source, state.problem)
+
+    async def _watch(self) -> None:
+        """Publish state changes and verdict changes (see the module docstring)."""
+        last: tuple[dict[str, Any], str | None] | None = None
+        while True:
+            state = await self.snapshot()
+            now = (dict(state.values), state.problem)
+            if now != last:
+                last = now
+                self.publish("system_agent.state.changed", {"values": dict(state.values), "source": state.source,
+                                                           "problem": state.problem})
+                for phase in PHASES:
+                    verdict = evaluate(self.cfg.rules[phase], state.values)
+                    if self.verdicts.get(phase) != verdict:
+                        self.verdicts[phase] = verdict
+                        self.publish("system_agent.preconditions.verdict", self._verdict_json(phase, verdict,
+                                                                                              state))
+            if isinstance(self.source, CanStateSource):
+                nxt = self.source.next_change()
+                timeout = None if nxt is None else nxt + 0.01
+            else:
+                timeout = FILE_POLL
+            if self.network is not None:  # its reading goes unknown when the probe stops
+                timeout = min(timeout or self.network.interval, self.network.interval)
+            self._state_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._state_wake.wait(), timeout)
+
+    @staticmethod
+    def _verdict_json(phase: str, verdict: Verdict, state: VehicleState) -> dict[str, Any]:
+        source = state.source + (f" ({state.problem})" if state.problem else "")
+        return {"ok": verdict.ok, "phase": phase, "failed": [f.to_json() for f in verdict.failed],
+                "state_source": source}
+
+    # -- OTA mode ---------------------------------------------------------------------------------
+    def _sync_signals(self) -> None:
+        """OTA-mode frame and power hold follow the mode: on while active, off (file removed) otherwise."""
+        assert self.mode is not None and self.hold is not None
+        if self.mode.state.active:
+            if self.broadcast is not None:
+                self.broadcast.start()
+            self.hold.hold(self.mode.state.campaign_id, self.mode.remaining() or 0.0)
+        else:
+            if self.broadcast is not None:
+                self.broadcast.stop()
+            self.hold.release()
 
     def _changed(self, reason: str) -> None:
         assert self.mode is not None
         st = self.mode.state
         log.info("system_agent: OTA mode %s (campaign %s, %s)", "on" if st.active else "off", st.campaign_id, reason)
+        self._sync_signals()
         self.publish("system_agent.ota_mode.changed", {"active": st.active, "campaign_id": st.campaign_id,
                                                        "reason": reason})
         self._wake.set()
@@ -81,6 +185,8 @@ class SystemDaemon(Daemon):
             reason = await mode.restore()
         if reason is not None:
             self._changed(reason)
+        else:
+            self._sync_signals()  # a hold file left by a crash while inactive goes
         beat = self.worker("ota-mode", deadline=max(30.0, 4 * self.cfg.tester_present_interval))
         while True:
             beat.heartbeat() if mode.state.active else beat.idle()
@@ -105,14 +211,18 @@ class SystemDaemon(Daemon):
 
         async def check(call: Call) -> Any:
             phase = call.params["phase"]
-            snapshot = await asyncio.to_thread(self.source.snapshot)
+            snapshot = await self.snapshot()
             verdict = evaluate(self.cfg.rules[phase], snapshot.values)
-            source = snapshot.source + (f" ({snapshot.problem})" if snapshot.problem else "")
             if not verdict.ok:
                 log.info("system_agent: %s preconditions fail: %s", phase,
                          "; ".join(f"{f.rule}: {f.value!r}, expected {f.expected}" for f in verdict.failed))
-            return {"ok": verdict.ok, "phase": phase, "failed": [f.to_json() for f in verdict.failed],
-                    "state_source": source}
+            return self._verdict_json(phase, verdict, snapshot)
+
+        async def state(call: Call) -> Any:
+            snapshot = await self.snapshot()
+            signals = self.source.to_json() if isinstance(self.source, CanStateSource) else {}
+            return {"values": dict(snapshot.values), "source": snapshot.source, "problem": snapshot.problem,
+                    "signals": signals}
 
         async def enter(call: Call) -> Any:
             async with self._lock:
@@ -120,12 +230,14 @@ class SystemDaemon(Daemon):
             if entered:
                 self._changed("enter")
             else:
+                self._sync_signals()
                 self._wake.set()
             return mode().to_json()
 
         async def renew(call: Call) -> Any:
             async with self._lock:
                 await mode().renew(call.params["campaign_id"], call.params["lease_s"])
+            self._sync_signals()  # the hold file carries the new lease
             self._wake.set()
             return mode().to_json()
 
@@ -139,9 +251,15 @@ class SystemDaemon(Daemon):
         async def status(call: Call) -> Any:
             return mode().to_json()
 
-        return {"system_agent.preconditions.check": check, "system_agent.ota_mode.enter": enter,
+        return {"system_agent.preconditions.check": check, "system_agent.state.get": state,
+                "system_agent.ota_mode.enter": enter,
                 "system_agent.ota_mode.renew": renew, "system_agent.ota_mode.exit": exit_,
                 "system_agent.ota_mode.status": status}
+
+
+def _set_from_thread(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(event.set)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ def test_up_serves_and_down_leaves_no_process_and_no_directory() -> None:
     with Scenario(ScenarioOptions(faults={"brake": failing_flash(2)})) as s:
         pids = {name: proc.pid for name, proc in s.processes.items()}
         directory = s.dir
-        assert set(pids) == {"backend", "bus", "ecus"}
+        assert set(pids) == {"backend", "bus", "ecus", "vehicle"}  # issue 7: the vehicle simulator
         assert all(pid is not None and pid_exists(pid) for pid in pids.values())
         assert s.backend_url.startswith("https://127.0.0.1:")
         # the stack config is rendered with absolute paths every daemon accepts

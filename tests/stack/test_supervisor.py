@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -16,7 +17,7 @@ import yaml
 from agent.errors import TransportError
 from agent.ipc.sync import SyncClient
 from agent.runtime.supervisor import DAEMONS, Supervisor, select_daemons
-from bench.scenario import Scenario
+from bench.scenario import PARKED, Scenario
 
 pytestmark = pytest.mark.e2e
 
@@ -104,26 +105,38 @@ def test_ota_mode_lease_expires_when_not_renewed(scenario: Scenario,
         assert not status["active"] and status["errors"] == []
 
 
-def test_preconditions_follow_the_bench_state_file(scenario: Scenario,
-                                                   supervisor_for: Callable[..., Supervisor]) -> None:
+def test_preconditions_follow_the_bench_vehicle(scenario: Scenario,
+                                               supervisor_for: Callable[..., Supervisor]) -> None:
+    """The bench state file drives the vehicle simulator; the system agent reads its signals from the bus.
+
+    (Issue 7: the system agent no longer reads the file itself; a removed file silences the simulator,
+    so the signals go stale and count as unknown.)"""
     supervisor_for("system_agent").up()
+
+    def verdict_once(sa: SyncClient, verdicts: Any, ok: bool) -> dict[str, Any]:
+        verdict: dict[str, Any] = sa.call("system_agent.preconditions.check", {"phase": "install"})
+        while verdict["ok"] != ok:
+            event = verdicts.get(timeout=20).params
+            verdict = event if event["phase"] == "install" else verdict
+        return verdict
+
     try:
-        with SyncClient(scenario.runtime_dir / "system_agent.sock", daemon="system_agent") as sa:
-            assert sa.call("system_agent.preconditions.check", {"phase": "install"})["ok"]
-            scenario.set_vehicle_state({"vehicle_speed": 30, "gear": "D", "ignition": "on",
-                                        "battery_voltage": 12.8})
-            verdict = sa.call("system_agent.preconditions.check", {"phase": "install"})
-            assert not verdict["ok"]
+        with SyncClient(scenario.runtime_dir / "system_agent.sock", daemon="system_agent") as sa, \
+                sa.subscribe("system_agent.preconditions.verdict") as verdicts:
+            verdict_once(sa, verdicts, True)
+            scenario.set_vehicle_state({**PARKED, "vehicle_speed": 30, "gear": "D"})
+            verdict = verdict_once(sa, verdicts, False)
             assert {(f["rule"], json.dumps(f["value"])) for f in verdict["failed"]} == \
                 {("parked", "30"), ("gear", '"D"')}
             assert sa.call("system_agent.preconditions.check", {"phase": "download"})["ok"]
             os.unlink(scenario.state_file)
             gone = sa.call("system_agent.preconditions.check", {"phase": "install"})
-            assert not gone["ok"] and "cannot read" in gone["state_source"]
-            assert {f["rule"] for f in gone["failed"]} == {"parked", "gear", "ignition", "battery"}
+            while {f["rule"] for f in gone["failed"]} != {"parked", "gear", "ignition", "battery"}:
+                event = verdicts.get(timeout=20).params
+                gone = event if event["phase"] == "install" else gone
+            assert not gone["ok"] and "stale (counted as unknown)" in gone["state_source"]
     finally:
-        scenario.set_vehicle_state({"vehicle_speed": 0, "gear": "P", "ignition": "on", "battery_voltage": 12.8,
-                                    "state_of_charge": 80})
+        scenario.set_vehicle_state(PARKED)
 
 
 def test_down_kills_a_daemon_that_ignores_sigterm(scenario: Scenario,

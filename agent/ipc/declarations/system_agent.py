@@ -1,8 +1,9 @@
 """``ota-system-agent``: preconditions from the vehicle state, and OTA mode.
 
 ``system_agent.preconditions.check`` evaluates the configured rules of a phase against
-the vehicle state (issue 6: the bench state file, read at each check); a signal with no
-value is unknown and fails its rule, never passes. OTA mode is held under a lease: the
+the vehicle state (the DBC signals on the buses, or a state file); a signal with no
+value, or a stale one, is unknown and fails its rule, never passes. State changes and
+verdict changes are pushed as events. OTA mode is held under a lease: the
 engine renews it while it installs; if it stops renewing (it crashed), the lease expires
 and the system agent leaves OTA mode by itself (re-enables normal communication and DTC
 setting on every bus).
@@ -11,7 +12,7 @@ setting on every bus).
 from __future__ import annotations
 
 from agent.ipc.registry import Event, Group, Method
-from agent.ipc.schema import AnyValue, Bool, Enum, ListOf, Nullable, Num, Opt, Record, Str
+from agent.ipc.schema import AnyValue, Bool, Enum, ListOf, MapOf, Nullable, Num, Opt, Record, Str
 
 CAMPAIGN_ID = Str(pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", doc="campaign id")
 FAILED_RULE = Record(rule=Str(), value=AnyValue(doc="the value seen (null: unknown)"),
@@ -24,13 +25,27 @@ OTA_MODE = Record(
     errors=ListOf(Str(), doc="functional requests that failed on the last entry / exit"),
 )
 
+VERDICT = Record(ok=Bool(), phase=Enum("download", "install"), failed=ListOf(FAILED_RULE),
+                 state_source=Str(doc="where the values came from (and which signals are stale or missing)"))
+SIGNAL = Record(value=AnyValue(doc="last value received (null: never)"), age_s=Nullable(Num()), stale=Bool(),
+                timeout_s=Num(doc="age after which the signal is stale and counts as unknown"))
+
 GROUP = Group(
     "system_agent",
     Method("system_agent.preconditions.check",
            params=Record(phase=Enum("download", "install")),
-           result=Record(ok=Bool(), phase=Enum("download", "install"), failed=ListOf(FAILED_RULE),
-                         state_source=Str(doc="where the values came from")),
+           result=VERDICT,
            doc="Evaluate the phase's rules now; every failed rule names rule, value seen and expectation."),
+    Method("system_agent.state.get",
+           result=Record(values=MapOf(AnyValue(), doc="the known signals (stale and missing ones left out)"),
+                         source=Str(), problem=Nullable(Str()),
+                         signals=MapOf(SIGNAL, doc="CAN source: every configured signal with its age")),
+           doc="The vehicle state now."),
+    Event("system_agent.state.changed",
+          params=Record(values=MapOf(AnyValue()), source=Str(), problem=Nullable(Str())),
+          doc="The known vehicle signals changed (a value, or a signal went stale / came back)."),
+    Event("system_agent.preconditions.verdict", params=VERDICT,
+          doc="A phase's precondition verdict changed (evaluated on every state change)."),
     Method("system_agent.ota_mode.enter",
            params=Record(campaign_id=CAMPAIGN_ID, lease_s=Num(minimum=0.1, maximum=86400)),
            result=OTA_MODE,

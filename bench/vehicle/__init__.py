@@ -1,0 +1,1 @@
+"""The bench vehicle simulator: vehicle signals from DBC messages, scripted scenarios, OTA-mode reactions."""
