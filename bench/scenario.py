@@ -21,10 +21,14 @@
    the bench backend (``python -m bench.backend``: HTTPS, mutual TLS, the repositories),
    the bench bus (``otactl bench bus``) and the simulated ECUs (``otactl bench ecus
    --no-hub``: engine and brake (A/B) on ``powertrain``, body on ``body``), so the ECUs
-   can be restarted (with other fault knobs) while the bus and the daemons stay;
+   can be restarted (with other fault knobs) while the bus and the daemons stay; and the
+   vehicle simulator (``otactl bench vehicle``, :mod:`bench.vehicle`): the vehicle's
+   signals (DBC messages) on both buses from the bench vehicle state file
+   (:meth:`Scenario.set_vehicle_state`), the scripted scenario ``vehicle_scenario``
+   (:meth:`Scenario.start_vehicle` switches it), the gateway honouring the power hold;
 6. the stack config for the daemons: ``configs/bench-stack.yaml`` rendered with the
-   scenario's paths, backend URL and VIN (see that file), plus the bench vehicle state
-   file the system agent reads.
+   scenario's paths, backend URL and VIN (see that file); the system agent reads the
+   vehicle state from the buses (``state_source: can``).
 
 On exit every process is stopped (SIGTERM, then SIGKILL) and the directory removed
 (``keep=True`` keeps it for a post-mortem). :attr:`Scenario.env` is the environment for
@@ -62,6 +66,9 @@ from agent.errors import ConfigurationError
 from bench.appimage import build_image, to_hex
 from bench.pki import BENCH_VIN, BenchPki, generate
 from bench.readyproc import ReadyProcess
+from bench.vehicle.scenarios import PARKED, SCENARIOS
+
+__all__ = ["PARKED", "Scenario", "ScenarioOptions"]
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -80,8 +87,7 @@ ECU_VERSIONS: dict[str, dict[str, str]] = {
 }
 #: release counter of each image (factory images: 1)
 COUNTERS = {"1.0.0": 1, "3.4.0": 1, "2.0.0": 1, "1.1.0": 2, "3.5.0": 2, "2.1.0": 2}
-PARKED: dict[str, Any] = {"vehicle_speed": 0, "gear": "P", "ignition": "on", "battery_voltage": 12.8,
-                          "state_of_charge": 80, "charging": False}
+DBC = CONFIGS / "bench-vehicle.dbc"
 
 #: bench timings: short, so a lost frame fails in well under a second and tests stay fast
 FAST_TIMING = {"p2": 0.05, "p2_star": 2.0, "request_timeout": 1.0, "tester_present_interval": 0.5,
@@ -111,12 +117,17 @@ class ScenarioOptions:
     start_version: str = V1
     #: ECU name -> that ECU's ``sim.faults`` knobs
     faults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    #: vehicle state for the system agent (signal -> value); None values are left out (unknown)
-    vehicle_state: Mapping[str, Any] = field(default_factory=lambda: dict(PARKED))
+    #: the vehicle simulator's scripted scenario (:data:`bench.vehicle.scenarios.SCENARIOS`)
+    vehicle_scenario: str = "parked"
+    #: the vehicle's signals at start (signal -> value; None values are not sent: unknown to the
+    #: system agent); default: the vehicle scenario's start values
+    vehicle_state: Mapping[str, Any] | None = None
     #: the engine image of bv-1.1.0 also as a bsdiff4 delta from the factory image
     delta: bool = True
     #: the body image of bv-1.2.0 encrypted for the vehicle
     encrypt: bool = True
+    #: a configuration change (item -> value, configs/bench-config-items.yaml) published with bv-1.1.0
+    config_change: Mapping[str, str] = field(default_factory=dict)
     #: s to wait for each process's ready line
     ready_timeout: float = 60.0
     log_level: str = "info"
@@ -124,6 +135,9 @@ class ScenarioOptions:
     keep: bool = False
     #: extra keys merged into the rendered stack config, per section (e.g. {"hmi_agent": {"policy": "ask"}})
     stack_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: bench bus channel -> its fault injection at start (:mod:`bench.canbus.faults`: drop, delay, error,
+    #: corrupt rates, delay_time, ids, seed); :meth:`Scenario.set_bus_faults` changes it at run time
+    bus_faults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.start_version not in ECU_VERSIONS:
@@ -131,8 +145,14 @@ class ScenarioOptions:
         unknown = sorted(set(self.faults) - set(ECU_VERSIONS[V1]))
         if unknown:
             raise ConfigurationError(f"faults for unknown ECU {unknown[0]!r} (bench ECUs: engine, brake, body)")
+        if self.vehicle_scenario not in SCENARIOS:
+            raise ConfigurationError(f"vehicle_scenario must be one of {', '.join(SCENARIOS)}, "
+                                     f"got {self.vehicle_scenario!r}")
         if self.image_size < 256:
             raise ConfigurationError(f"image_size must be at least 256 bytes, got {self.image_size}")
+        from bench.canbus.faults import parse_channels
+
+        parse_channels({k: dict(v) for k, v in self.bus_faults.items()}, source="ScenarioOptions.bus_faults")
 
 
 class Scenario:
@@ -166,6 +186,16 @@ class Scenario:
     @property
     def state_file(self) -> Path:
         return self.dir / "vehicle-state.yaml"
+
+    @property
+    def power_hold_file(self) -> Path:
+        """The keep-awake request the system agent writes in OTA mode and the simulated gateway honours."""
+        return self.dir / "vehicle" / "power-hold.json"
+
+    @property
+    def vehicle_status(self) -> Path:
+        """What the vehicle simulator saw and did (JSON, :mod:`bench.vehicle.simulator`)."""
+        return self.dir / "vehicle-sim.json"
 
     @property
     def logs(self) -> Path:
@@ -208,6 +238,7 @@ class Scenario:
             self.start_backend()
             self.start_bus()
             self.start_ecus()
+            self.start_vehicle()
             self.render_stack()
         except BaseException:
             self.down()
@@ -230,7 +261,8 @@ class Scenario:
         self._write_releases()
         self._write_vehicle_config(self.options.faults)
         self._provision_vehicle()
-        self.set_vehicle_state(self.options.vehicle_state)
+        start = self.options.vehicle_state
+        self.set_vehicle_state(SCENARIOS[self.options.vehicle_scenario].start if start is None else start)
 
     def image_bytes(self, ecu: str, version: str) -> bytes:
         """The application image of ``ecu`` at ``version``; the factory ones equal what the simulator starts with."""
@@ -262,8 +294,10 @@ class Scenario:
         engine_more: dict[str, Any] = {}
         if self.options.delta:
             engine_more["deltas"] = [{"from_version": "1.0.0", "base_image": "images/engine-1.0.0.hex"}]
+        config = [{"type": "config-change", "values": dict(self.options.config_change)}] \
+            if self.options.config_change else []
         releases = {
-            "bv-1.1.0": (V2, [self._target("engine", "1.1.0", **engine_more)]),
+            "bv-1.1.0": (V2, [self._target("engine", "1.1.0", **engine_more), *config]),
             "bv-1.2.0": (V3, [self._target("brake", "3.5.0"),
                               self._target("body", "2.1.0", encrypt=self.options.encrypt)]),
         }
@@ -349,7 +383,8 @@ class Scenario:
             db.close()
 
     def set_vehicle_state(self, values: Mapping[str, Any]) -> None:
-        """Write the bench vehicle state the system agent reads at each check (None: leave the signal out)."""
+        """Write the bench vehicle state: the vehicle simulator sends these signals from now on (None, or
+        left out: not sent, so the system agent sees it unknown, or stale once it had a value)."""
         doc = {k: v for k, v in values.items() if v is not None}
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(doc, sort_keys=True))
@@ -367,13 +402,43 @@ class Scenario:
                                                    str(self.dir / "backend.yaml")], "bench backend ready:")
 
     def start_bus(self) -> None:
-        self._start("bus", [sys.executable, "-m", "agent.cli.main", "bench", "bus", "--config",
-                            str(self.vehicle_config)], "bench bus ready:")
+        argv = [sys.executable, "-m", "agent.cli.main", "bench", "bus", "--config", str(self.vehicle_config)]
+        if self.options.bus_faults:
+            faults = self.dir / "bus-faults.yaml"
+            faults.write_text(yaml.safe_dump({k: dict(v) for k, v in self.options.bus_faults.items()}))
+            argv += ["--faults", str(faults)]
+        self._start("bus", argv, "bench bus ready:")
+
+    def set_bus_faults(self, channel: str, **spec: Any) -> dict[str, Any]:
+        """Set a bench bus channel's fault injection now (no rates: off); returns its status and counters."""
+        from bench.canbus.control import set_faults
+
+        return set_faults(str(self.dir / "hub" / f"{channel}.sock"), **spec)
+
+    def bus_fault_status(self, channel: str) -> dict[str, Any]:
+        """A bench bus channel's fault setting and the counters of what it injected."""
+        from bench.canbus.control import fault_status
+
+        return fault_status(str(self.dir / "hub" / f"{channel}.sock"))
 
     def start_ecus(self) -> None:
         self._start("ecus", [sys.executable, "-m", "agent.cli.main", "bench", "ecus", "--config",
                              str(self.vehicle_config), "--state-dir", str(self.dir / "sim-state"), "--no-hub"],
                     "bench ready:")
+
+    def start_vehicle(self, scenario: str | None = None) -> None:
+        """(Re)start the vehicle simulator with ``scenario`` (default: the options'); its state file is
+        rewritten with that scenario's start values when one is named."""
+        proc = self.processes.pop("vehicle", None)
+        if proc is not None:
+            proc.stop()
+        if scenario is not None:
+            self.set_vehicle_state(SCENARIOS[scenario].start)
+        self._start("vehicle", [sys.executable, "-m", "agent.cli.main", "bench", "vehicle", "--config",
+                                str(self.vehicle_config), "--dbc", str(DBC),
+                                "--scenario", scenario or self.options.vehicle_scenario,
+                                "--state-file", str(self.state_file), "--power-hold", str(self.power_hold_file),
+                                "--status", str(self.vehicle_status)], "bench vehicle ready:")
 
     def stop_ecus(self) -> None:
         proc = self.processes.pop("ecus", None)
@@ -391,7 +456,7 @@ class Scenario:
     def variables(self) -> dict[str, str]:
         return {"BENCH_DIR": str(self.dir), "RUNTIME_DIR": str(self.runtime_dir), "BACKEND_URL": self.backend_url,
                 "VIN": self.vin, "VEHICLE": str(self.vehicle_config), "BASELINE": str(SW_BASELINE),
-                "HW_BASELINE": str(HW_BASELINE)}
+                "HW_BASELINE": str(HW_BASELINE), "DBC": str(DBC)}
 
     def render_stack(self, template: Path = STACK_TEMPLATE) -> Path:
         """Render the stack config template into :attr:`stack_config` (absolute paths only)."""

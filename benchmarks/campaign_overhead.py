@@ -29,20 +29,25 @@ deciding, journalling with fsync, its IPC) is shown as "between steps".
 
 After the campaign(s), the read-only calls the check and verify steps are made of
 (versions read over UDS, baseline match, ``dmclient.check``) are timed one by one, so the
-fixed costs have names. Then the daemons sit idle for ``--idle-seconds`` (default 60): per
-daemon the RSS at the end (``VmRSS`` of ``/proc/<pid>/status``, split into anon and
+fixed costs have names. The daemons sit idle for ``--idle-seconds`` (default 60) twice: right
+after they start (as after boot: a daemon that has not been asked anything yet, the UDS, CAN
+and TLS libraries not loaded) and again after the campaign(s) (those libraries stay loaded:
+Python does not unload modules). Per daemon the RSS at the end (``VmRSS`` of ``/proc/<pid>/status``, split into anon and
 file-backed, with the thread count) and the CPU used over the window (``utime + stime`` of
 ``/proc/<pid>/stat`` at both ends) against the goals (<= 30 MiB, <= 0.5 % CPU). The journal
-is read directly (SQLite, read-only URI: the engine stays its only writer).
+is read directly (SQLite, read-only URI: the engine stays its only writer). The daemons run
+with ``MALLOC_ARENA_MAX=2`` as the systemd units set it (the supervisor's environment).
 
 Prints figures and exits 0; never fails on time (exit 1 only if a campaign does not succeed,
 as then there is nothing to measure). Last line: ``campaign_overhead_ratio=<x.xx>``: total
 time over critical-path transfer time, summed over the campaigns run. The bench's images are
 the demo's (16 KiB) unless ``--image-size`` says otherwise; the ratio falls as images grow,
-since most of the overhead is a fixed cost per campaign.
+since most of the overhead is a fixed cost per campaign. ``--also-image-size BYTES`` first runs
+the same campaign(s) on a second bench with images of that size and prints that ratio too (the
+ratio's definition is the same; the last line stays the ``--image-size`` bench's).
 
     python benchmarks/campaign_overhead.py [--idle-seconds 60] [--campaigns 1|2] [--keep]
-                                           [--image-size BYTES]
+                                           [--image-size BYTES] [--also-image-size BYTES]
 """
 
 from __future__ import annotations
@@ -332,9 +337,9 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
-def measure_idle(pids: dict[str, int], seconds: float) -> None:
+def measure_idle(pids: dict[str, int], seconds: float, when: str) -> None:
     say("")
-    say(f"idle daemons over {seconds:g} s (goals: RSS <= {RSS_GOAL_MIB:g} MiB, CPU <= {CPU_GOAL_PERCENT:g} %)")
+    say(f"idle daemons {when}, over {seconds:g} s (goals: RSS <= {RSS_GOAL_MIB:g} MiB, CPU <= {CPU_GOAL_PERCENT:g} %)")
     start = {name: proc_cpu_ticks(pid) for name, pid in pids.items()}
     t0 = time.monotonic()
     time.sleep(seconds)  # the measurement window itself
@@ -352,36 +357,29 @@ def measure_idle(pids: dict[str, int], seconds: float) -> None:
 
 
 # -- main -----------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--idle-seconds", type=float, default=60.0, help="idle window for RSS and CPU (default 60)")
-    ap.add_argument("--campaigns", type=int, choices=(1, 2), default=1, help="campaigns along the route (default 1)")
-    ap.add_argument("--keep", action="store_true", help="keep the bench directory (logs, journal)")
-    ap.add_argument("--image-size", type=int, default=ScenarioOptions.image_size,
-                    help=f"bytes of every application image (default the demo's, {ScenarioOptions.image_size})")
-    args = ap.parse_args(argv)
-    if args.idle_seconds <= 0:
-        ap.error(f"--idle-seconds must be more than 0, got {args.idle_seconds:g}")
-    if args.image_size < 256:
-        ap.error(f"--image-size must be at least 256 bytes, got {args.image_size}")
-
-    say("building the bench (PKI, releases, route, backend, simulated ECUs)...")
-    scenario = Scenario(ScenarioOptions(image_size=args.image_size, keep=args.keep))
+def run_bench(image_size: int, campaigns: int, keep: bool,
+              idle_seconds: float | None) -> list[tuple[float, float]] | None:
+    """One bench and its daemons: the campaign(s) with their figures, then (``idle_seconds``) the
+    idle windows. Returns (total, critical path) per campaign, None if a campaign did not succeed."""
+    say(f"building the bench (PKI, releases, route, backend, simulated ECUs; images of {image_size} B)...")
+    scenario = Scenario(ScenarioOptions(image_size=image_size, keep=keep))
     scenario.up()
     ratios: list[tuple[float, float]] = []  # (total, critical path) per campaign
     ok = True
     try:
         say(f"bench in {scenario.dir}")
         sup = Supervisor(scenario.stack_config, env=scenario.env, say=lambda text: say(f"  {text}"))
-        say("starting the daemons...")
+        say(f"starting the daemons (environment MALLOC_ARENA_MAX={sup.env.get('MALLOC_ARENA_MAX', 'unset')})...")
         reports = sup.up()
         pids = {r.name: r.pid for r in reports if r.pid is not None}
         try:
+            if idle_seconds is not None:  # as after boot: nothing asked of the stack yet
+                measure_idle(pids, idle_seconds, "after start, before any campaign")
             journal = Path(load_yaml(scenario.stack_config).child("agent").get("journal", str))
             vehicle = load_vehicle_config(scenario.vehicle_config)
             bus_of = {name: ecu.bus for name, ecu in vehicle.ecus.items()}
             seen: set[str] = set()
-            for _ in range(args.campaigns):
+            for _ in range(campaigns):
                 run = asyncio.run(run_campaign(scenario.runtime_dir, seen))
                 if run is None:
                     break
@@ -394,19 +392,51 @@ def main(argv: list[str] | None = None) -> int:
             if ok:
                 baseline = load_yaml(scenario.stack_config).child("agent").get("baseline", str)
                 asyncio.run(probe_fixed_costs(scenario.runtime_dir, baseline))
-                measure_idle(pids, args.idle_seconds)
+                if idle_seconds is not None:
+                    measure_idle(pids, idle_seconds, "after the campaign(s)")
         finally:
             say("stopping the daemons...")
             sup.down()
     finally:
         scenario.down()
-        say("bench kept in " + str(scenario.dir) if args.keep else "bench removed")
-    if not ratios:
-        return 1
+        say("bench kept in " + str(scenario.dir) if keep else "bench removed")
+    return ratios if ok else None
+
+
+def ratio_of(ratios: list[tuple[float, float]]) -> float:
     total, critical = sum(t for t, _c in ratios), sum(c for _t, c in ratios)
     if len(ratios) > 1:
         say(f"{len(ratios)} campaigns: {total:.3f} s in all against {critical:.3f} s of pure transfers")
-    say(f"campaign_overhead_ratio={total / critical if critical > 0 else float('inf'):.2f}")
+    return total / critical if critical > 0 else float("inf")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--idle-seconds", type=float, default=60.0,
+                    help="each idle window for RSS and CPU, before and after the campaign (default 60)")
+    ap.add_argument("--campaigns", type=int, choices=(1, 2), default=1, help="campaigns along the route (default 1)")
+    ap.add_argument("--keep", action="store_true", help="keep the bench directory (logs, journal)")
+    ap.add_argument("--image-size", type=int, default=ScenarioOptions.image_size,
+                    help=f"bytes of every application image (default the demo's, {ScenarioOptions.image_size})")
+    ap.add_argument("--also-image-size", type=int, default=None, metavar="BYTES",
+                    help="first run the same campaign(s) on a second bench with images of BYTES (a realistic "
+                         "size) and print its ratio; the last line stays the --image-size bench's")
+    args = ap.parse_args(argv)
+    if args.idle_seconds <= 0:
+        ap.error(f"--idle-seconds must be more than 0, got {args.idle_seconds:g}")
+    for flag, size in (("--image-size", args.image_size), ("--also-image-size", args.also_image_size)):
+        if size is not None and size < 256:
+            ap.error(f"{flag} must be at least 256 bytes, got {size}")
+
+    if args.also_image_size is not None:
+        other = run_bench(args.also_image_size, args.campaigns, args.keep, None)
+        if other:
+            say(f"images of {args.also_image_size} B: campaign_overhead_ratio={ratio_of(other):.2f}")
+        say("")
+    ratios = run_bench(args.image_size, args.campaigns, args.keep, args.idle_seconds)
+    if not ratios:
+        return 1
+    say(f"campaign_overhead_ratio={ratio_of(ratios):.2f}")
     return 0
 
 

@@ -43,6 +43,32 @@ ends ``cancelled``, nothing on the vehicle changed) and during installation
 back). Refused while OTA mode is being entered, once installation is complete
 (verify, OTA mode off, report) and on the failure path, each with the reason.
 
+Preconditions watched (the ``watch`` row): from the preconditions step until the
+installation is complete the driver keeps asking the system agent for the install
+verdict, and before each new flash; a violation is journalled as a failed ``watch`` row
+naming each rule and the value seen. Before OTA mode it ends the campaign ``failed``
+(nothing on the vehicle changed); during installation it acts as a cancel that cannot
+be refused: no new flash starts, the flashes running finish (a half-written ECU is
+worse than either image), then every ECU touched is rolled back (all-or-nothing,
+whatever the policy; also when the violation came during the last flash) and the
+campaign ends ``rolled_back`` with the rules in its detail. Once verify has started
+and on the failure path it is not looked at.
+
+Remote configuration (FAW paper 3.4): an assignment may carry a configuration change
+(``assignment.config``: ``{"values": {item: value}}``, from a signed config target). The
+``configure`` step applies it through the update agent after every flash is installed, so
+an item that needs the new software is written only once that software runs (the update
+agent refuses it before writing anything when an ECU is still too old). The update agent
+writes, reads every ECU back and puts every ECU back on its previous value itself when one
+refuses or does not confirm. Before it, ``config_read`` journals the values every ECU
+concerned holds (a read: idempotent on resume). A failed ``configure`` ends the campaign on
+the rollback path (the flashes are rolled back too); whenever the campaign takes the rollback
+path after ``configure`` started (done, failed or cut short by a crash), ``configure_rollback``
+puts the ECUs back on the journalled values - only those not on them are written - before
+the flashes are rolled back. An assignment with a
+configuration change and no ECU image is a configuration campaign: no download, no flash,
+no vehicle version to verify.
+
 Grouping: ECUs on different buses flash in parallel, ECUs on the same bus one
 after another in assignment order; ECUs named in ``Policy.install_last`` (a
 gateway) flash only after every other ECU is installed. Rollback runs in the
@@ -82,7 +108,8 @@ from typing import Any
 STEP_STATES = ("started", "done", "failed", "interrupted")
 #: the steps, in campaign order (flash and rollback run per ECU)
 STEPS = ("check", "download", "consent", "preconditions", "ota_mode_on", "flash", "verify",
-         "rollback", "verify_rollback", "ota_mode_off", "report")
+         "rollback", "verify_rollback", "ota_mode_off", "report", "watch",
+         "config_read", "configure", "configure_rollback")
 #: how a campaign ends
 RESULTS = ("succeeded", "nothing", "rolled_back", "partial", "failed", "cancelled", "postponed", "declined")
 
@@ -208,6 +235,19 @@ class Decision:
         return not self.actions and self.finished is None
 
 
+def config_change(check: Mapping[str, Any]) -> Mapping[str, str]:
+    """The configuration change of the assignment (item -> value), empty when there is none."""
+    config = (check.get("assignment") or {}).get("config") or {}
+    return {str(k): str(v) for k, v in (config.get("values") or {}).items()}
+
+
+def previous_values(config_read: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The values a ``config_read`` result journalled (``update_agent.config.get``), as
+    ``update_agent.config.restore`` takes them."""
+    return [{"item": str(v["item"]), "ecu": str(v["ecu"]), "value": str(v["value"])}
+            for v in config_read.get("values") or [] if v.get("value") is not None]
+
+
 class _Rows:
     """The journal rows folded per step key."""
 
@@ -316,7 +356,9 @@ class _Decider:
         if state == "running":
             return _Gate("running")
         n = self.rows.interrupted(key)
-        if n >= self.policy.loop_limit:
+        # waiting for the driver is no work that could crash the engine: restarts (ignition cycles)
+        # during a postponed or scheduled consent do not count towards the loop breaker
+        if n >= self.policy.loop_limit and step != "consent":
             return _Gate("failed", self.rows.last(key),
                          f"loop breaker: {_name(step, ecu)} was interrupted {n} times")
         return _Gate("pending")
@@ -327,6 +369,12 @@ class _Decider:
     def result(self, step: str) -> Mapping[str, Any]:
         row = self.rows.last((step, None))
         return row.result or {} if row is not None else {}
+
+    @property
+    def violation(self) -> str | None:
+        """The rules the watch found violated (a failed ``watch`` row), if any."""
+        row = self.rows.last(("watch", None))
+        return (row.error or "preconditions violated") if row is not None and row.state == "failed" else None
 
     # -- the happy path ------------------------------------------------------------------------
     def decide(self) -> Decision:
@@ -346,16 +394,19 @@ class _Decider:
             return self.end(f"the assignment names ECUs this vehicle has not configured: {', '.join(unknown)}",
                             "failed")
         self.ecus = ecus
+        config = config_change(check)
 
-        g = self.gate("download")
-        if g.status in ("pending", "running"):
-            return self._run_or_wait("download", g, {"ecus": ecus})
-        if g.status == "failed":
-            return self.end(f"download failed: {g.error}", "failed")
-        download = g.row.result or {} if g.row is not None else {}
-        missing = self.missing_images(download)
-        if missing:
-            return self.end(missing, "failed")
+        download: Mapping[str, Any] = {}
+        if ecus or not config:  # a configuration campaign has nothing to download
+            g = self.gate("download")
+            if g.status in ("pending", "running"):
+                return self._run_or_wait("download", g, {"ecus": ecus})
+            if g.status == "failed":
+                return self.end(f"download failed: {g.error}", "failed")
+            download = g.row.result or {} if g.row is not None else {}
+            missing = self.missing_images(download)
+            if missing:
+                return self.end(missing, "failed")
 
         if self.policy.consent:
             g = self.gate("consent")
@@ -374,6 +425,8 @@ class _Decider:
             return self._run_or_wait("preconditions", g, {"phase": "install"})
         if g.status == "failed":
             return self.end(f"preconditions not met: {g.error}", "failed")
+        if self.violation is not None and not self.rows.touched("ota_mode_on"):
+            return self.end(f"preconditions violated before OTA mode: {self.violation}", "failed")
 
         g = self.gate("ota_mode_on")
         if g.status in ("pending", "running"):
@@ -384,6 +437,21 @@ class _Decider:
         install = self.install(download)
         if isinstance(install, Decision):
             return install
+
+        if config:
+            g = self.gate("config_read")  # the previous values, journalled before anything is written
+            if g.status in ("pending", "running"):
+                return self._run_or_wait("config_read", g, {"items": sorted(config)})
+            if g.status == "failed":
+                return self.end(f"reading the configuration before the change failed: {g.error}", "failed",
+                                rollback=True)
+            g = self.gate("configure")
+            if g.status in ("pending", "running"):
+                return self._run_or_wait("configure", g, {"values": dict(config)})
+            if g.status == "failed":
+                return self.end(f"configuration change failed: {g.error}", "failed", rollback=True)
+            if not ecus:
+                return self.end("configuration applied and read back", "succeeded")
 
         g = self.gate("verify")
         if g.status in ("pending", "running"):
@@ -444,6 +512,8 @@ class _Decider:
                 abort = abort or f"flashing {ecu} failed {failed} times: {last_row.error if last_row else ''}"
             else:
                 todo.append(ecu)
+        if abort is None and self.violation is not None and not self.rows.touched("verify"):
+            abort = f"preconditions violated during installation: {self.violation}"
         if abort is None and self.snap.cancel_requested and (todo or running):
             abort = "cancelled during installation"
         if abort is not None:
@@ -523,11 +593,37 @@ class _Decider:
 
     def rollback_set(self) -> list[str]:
         touched = [e for e in self.ecus if self.rows.rows(("flash", e)) or ("flash", e) in self.rows.running]
-        if self.policy.all_or_nothing or self.snap.cancel_requested:
+        if self.policy.all_or_nothing or self.snap.cancel_requested or self.violation is not None:
             return touched
         return [e for e in touched if self.rows.state(("flash", e)) != "done"]
 
+    def config_rollback(self, reason: str) -> Decision | str | None:
+        """Put the ECUs back on the values ``config_read`` journalled, once ``configure`` was started at all
+        (an attempt cut short may have written); runs before the flashes are rolled back."""
+        if self.rows.state(("config_read", None)) != "done" or not self.rows.touched("configure"):
+            return None
+        if self.rows.state(("configure", None)) == "running":
+            return Decision("configure", ending=reason)
+        g = self.gate("configure_rollback")
+        if g.status in ("pending", "running"):
+            return self._run_or_wait("configure_rollback", g,
+                                     {"previous": previous_values(self.result("config_read"))}, ending=reason)
+        if g.status == "failed":
+            return f"the configuration change could not be put back: {g.error}"
+        return None
+
     def rollback(self, reason: str) -> Decision | tuple[dict[str, str], str | None, str]:
+        """The configuration change first (it may need the new software), then the flashes."""
+        restored = self.config_rollback(reason)
+        if isinstance(restored, Decision):
+            return restored
+        out = self.rollback_ecus(reason)
+        if restored is None or isinstance(out, Decision):
+            return out
+        ecus, _, detail = out
+        return ecus, "failed", f"{restored}; {detail}" if detail else restored
+
+    def rollback_ecus(self, reason: str) -> Decision | tuple[dict[str, str], str | None, str]:
         targets = self.rollback_set()
         download = self.result("download")
         previous = download.get("previous") or {}
@@ -578,7 +674,7 @@ class _Decider:
                                     "mixed baseline and needs a workshop")
         if not order:
             return ecus, None, "no ECU had been touched"
-        if not (self.policy.all_or_nothing or self.snap.cancel_requested):
+        if not (self.policy.all_or_nothing or self.snap.cancel_requested or self.violation is not None):
             kept = [e for e in self.ecus if ecus.get(e) == "installed"]
             return ecus, "partial", (f"rolled back {', '.join(order)}; kept {', '.join(kept) or 'none'} "
                                      "(the campaign is not all-or-nothing)")

@@ -12,10 +12,11 @@ crash or power cut). ``ota-agent --config FILE`` (console script) runs it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agent.config.vehicle import load_vehicle_config
@@ -23,7 +24,7 @@ from agent.engine.campaign import CampaignCore, EcuInfo, Policy, rollback_notes
 from agent.engine.config import AgentConfig
 from agent.engine.driver import CampaignDriver
 from agent.engine.journal import CampaignRecord, Journal
-from agent.engine.steps import Steps
+from agent.engine.steps import PeerEvents, Steps
 from agent.errors import OtaError, VehicleStateError
 from agent.ipc.client import IpcClient
 from agent.ipc.server import Call, Handler
@@ -52,6 +53,15 @@ class AgentDaemon(Daemon):
         self.driver: CampaignDriver | None = None
         self._campaign_task: asyncio.Task[Any] | None = None
         self._repeats = 0
+        #: download and job waits woken by dmclient.download.state / update_agent.job.done
+        self._peer_events = PeerEvents()
+        #: per ECU (bus, bitrate), for the consent offer's install-time estimate
+        self._ecu_buses: dict[str, tuple[str, int]] = {}
+        #: set by hmi_agent.consent.changed (and a reconnection): wakes a campaign waiting for consent
+        self._consent_changed = asyncio.Event()
+        #: campaign events for the HMI display, the latest per (campaign, what); sent in order by one task
+        self._display_pending: dict[tuple[str, str], dict[str, Any]] = {}
+        self._display_wake = asyncio.Event()
 
     @property
     def cfg(self) -> AgentConfig:
@@ -68,6 +78,13 @@ class AgentDaemon(Daemon):
             self.peers[peer] = IpcClient(peer_socket(peer, cfg.source), daemon=peer, connect_timeout=10.0,
                                          call_timeout=60.0)
         self.spawn(self._relay_job_progress(), "job-progress")
+        self.spawn(self._watch_peer_events("dmclient", "dmclient.download.state", lambda p: p["target"]["id"]),
+                   "download-events")
+        self.spawn(self._watch_peer_events("update_agent", "update_agent.job.done", lambda p: p["job_id"]),
+                   "job-events")
+        self._ecu_buses = {name: (ecu.bus, _bitrate(vehicle.buses.get(ecu.bus))) for name, ecu in vehicle.ecus.items()}
+        self.spawn(self._watch_consent(), "consent-events")
+        self.spawn(self._forward_display(), "hmi-display")
         active = self.journal.active()
         if active is not None:
             attempt = self.journal.take_up(active.id)
@@ -109,6 +126,69 @@ class AgentDaemon(Daemon):
                 log.debug("agent: update agent not reachable for progress yet: %s", e)
                 await asyncio.sleep(1.0)
 
+    async def _watch_peer_events(self, peer: str, event: str, key: Callable[[Mapping[str, Any]], str]) -> None:
+        """Wake the download or job waits an ``event`` names; every reconnection wakes them all."""
+        client = self.peers[peer]
+        client.on_connect(lambda: self._peer_events.notify(None))
+        while True:
+            try:
+                await client.subscribe(event, callback=lambda e: self._peer_events.notify(str(key(e.params))))
+                return
+            except OtaError as e:
+                log.debug("agent: %s not reachable for %s yet: %s", peer, event, e)
+                await asyncio.sleep(1.0)
+
+    # -- consent and the HMI display ---------------------------------------------------------------
+    async def _watch_consent(self) -> None:
+        """Wake a campaign waiting for consent on every decision change and every reconnection."""
+        client = self.peers["hmi_agent"]
+        client.on_connect(lambda: self._consent_changed.set())
+        while True:
+            try:
+                await client.subscribe("hmi_agent.consent.changed", callback=lambda _e: self._consent_changed.set())
+                return
+            except OtaError as e:
+                log.debug("agent: HMI agent not reachable for consent events yet: %s", e)
+                await asyncio.sleep(1.0)
+
+    async def _consent_wait(self, timeout: float) -> None:
+        """Until a consent change (or ``timeout`` s); cleared after waking, so no change is missed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._consent_changed.wait(), timeout=timeout)
+        self._consent_changed.clear()
+
+    def _campaign_event(self, event: str, params: Mapping[str, Any]) -> int:
+        """Publish a campaign event and queue it for the HMI display (phase, progress per ECU, result)."""
+        cid = str(params["campaign_id"])
+        if event == "agent.campaign.state":
+            shown = {"campaign_id": cid, "phase": params["state"],
+                     **{k: str(params[k])[:4096] for k in ("result", "detail") if params.get(k) is not None}}
+            self._queue_display((cid, "state"), shown)
+        elif event == "agent.campaign.progress":
+            self._queue_display((cid, f"ecu:{params['ecu'] or ''}"), {
+                "campaign_id": cid, "ecu": params["ecu"], "step": params["step"],
+                "bytes_done": params["bytes_done"], "bytes_total": params["bytes_total"]})
+        return self.publish(event, params)
+
+    def _queue_display(self, key: tuple[str, str], shown: dict[str, Any]) -> None:
+        self._display_pending.pop(key, None)  # the newest goes last
+        self._display_pending[key] = shown
+        self._display_wake.set()
+
+    async def _forward_display(self) -> None:
+        """Send queued display updates to the HMI agent; progress is coalesced while a call is out."""
+        client = self.peers["hmi_agent"]
+        while True:
+            await self._display_wake.wait()
+            self._display_wake.clear()
+            while self._display_pending:
+                key = next(iter(self._display_pending))
+                shown = self._display_pending.pop(key)
+                try:
+                    await client.call("hmi_agent.display", shown, timeout=10.0)
+                except OtaError as e:
+                    log.debug("agent: display update not shown: %s", e)
+
     # -- campaigns ------------------------------------------------------------------------------
     def _new_id(self) -> str:
         return time.strftime("c%Y%m%d%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
@@ -123,8 +203,10 @@ class AgentDaemon(Daemon):
                        "work_dir": str(cfg.install_dir), "ecus": sorted(self.core.topology)}
         steps = Steps(campaign_id, self.call, lambda *a: self.driver.on_progress(*a) if self.driver else None,
                       baseline=cfg.baseline, ota_mode_lease=cfg.ota_mode_lease, poll_interval=cfg.poll_interval,
-                      job_timeout=cfg.job_timeout, consent=policy.consent, source=params.get("source"), install=install)
-        self.driver = CampaignDriver(campaign_id, self.journal, self.core, steps, self.publish)
+                      job_timeout=cfg.job_timeout, consent=policy.consent, source=params.get("source"), install=install,
+                      ecu_buses=self._ecu_buses, consent_wait=self._consent_wait,
+                      peer_events=self._peer_events)
+        self.driver = CampaignDriver(campaign_id, self.journal, self.core, steps, self._campaign_event)
         self._campaign_task = self.spawn(self._drive(self.driver), f"campaign-{campaign_id}")
 
     async def _drive(self, driver: CampaignDriver) -> None:
@@ -242,6 +324,13 @@ class AgentDaemon(Daemon):
 
         return {"agent.status": status, "agent.check": check, "agent.update": update, "agent.install": install,
                 "agent.cancel": cancel, "agent.rollback": rollback, "agent.history": history}
+
+
+def _bitrate(bus: Any) -> int:
+    """The payload bitrate of a configured bus (the data phase of CAN FD); 500 kbit/s if unknown."""
+    if bus is None:
+        return 500_000
+    return int(bus.data_bitrate or bus.bitrate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,13 @@ the core sees the steps that were open as interrupted (see
 :mod:`agent.engine.campaign`). OTA mode held by the campaign is entered again
 on take-up (the lease may have expired while the engine was down) and its lease
 is renewed every lease/3 until the campaign leaves it.
+
+The watch: while the campaign is entering OTA mode or installing (and not ending),
+a task asks the system agent for the install verdict every poll interval, and the
+loop asks once more right before it starts a flash or the verify step; a violation is journalled as a
+failed ``watch`` row (the core then stops the installation, see
+:mod:`agent.engine.campaign`). A system agent that cannot answer is logged and asked
+again: the lease of OTA mode, not the watch, covers a system agent that is gone.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class CampaignDriver:
         self.progress: dict[str | None, dict[str, Any]] = {}
         self._wake = asyncio.Event()
         self._renewer: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[StepOutcome] | None = None
         self.outcome: Any = None
 
     # -- called from the daemon ----------------------------------------------------------------
@@ -89,10 +97,24 @@ class CampaignDriver:
                     self._phase(decision)
                     return decision.finished
                 self._phase(decision)
+                watch = decision.ending is None and decision.phase in ("ota_mode_on", "flash", "verify") \
+                    and not _violation_journalled(self.journal.steps(self.cid))
+                # asked once more before a flash or verify starts: no flash after a violation, and one
+                # during the last flash is not missed between two polls of the watch
+                if watch and any(a.step in ("flash", "verify") for a in decision.actions) \
+                        and await self._violated_now():
+                    continue  # journalled: decide again
+                if watch and decision.phase != "verify":
+                    self._start_watch()
+                else:
+                    await self._stop_watch()
                 for action in decision.actions:
                     self._start(action)
-                await self._wait()
+                if self._watcher is None or not self._watcher.done():  # a wake it gave may be spent
+                    await self._wait()
+                self._take_watch()
         finally:
+            await self._stop_watch()
             await self._stop_renewer()
             for _row, task in self.running.values():
                 task.cancel()
@@ -107,6 +129,7 @@ class CampaignDriver:
     def _start(self, action: Action) -> None:
         row = self.journal.begin(self.cid, action.step, action.ecu, action.data)
         log.info("campaign %s: %s%s started", self.cid, action.step, f" {action.ecu}" if action.ecu else "")
+        self._step_event(action.key, "started", action.data.get("job_id"))
         task = asyncio.create_task(self.steps.run(action, self._context()),
                                    name=f"campaign:{self.cid}:{action.step}:{action.ecu}")
         task.add_done_callback(lambda _t: self._wake.set())
@@ -122,9 +145,11 @@ class CampaignDriver:
             del self.running[key]
             if task.cancelled():
                 self.journal.end(row, "interrupted", None, "cancelled")
+                self._step_event(key, "interrupted", None)
                 continue
             outcome = task.result()
             self.journal.end(row, outcome.state, outcome.result, outcome.error)
+            self._step_event(key, outcome.state, outcome.result.get("job_id"))
             log.info("campaign %s: %s%s %s%s", self.cid, key[0], f" {key[1]}" if key[1] else "", outcome.state,
                      f": {outcome.error}" if outcome.error else "")
             if key == ("check", None) and outcome.state == "done":
@@ -136,6 +161,11 @@ class CampaignDriver:
                 self._start_renewer()
             if key == ("ota_mode_off", None):
                 await self._stop_renewer()
+
+    def _step_event(self, key: Key, state: str, job_id: Any) -> None:
+        """agent.campaign.step: a journal transition, sent once the journal row is committed."""
+        self.publish("agent.campaign.step", {"campaign_id": self.cid, "step": key[0], "ecu": key[1], "state": state,
+                                             "job_id": str(job_id) if job_id is not None else None})
 
     def _phase(self, decision: Decision) -> None:
         if (decision.phase, decision.ending) != (self.phase, self.ending) or decision.finished is not None:
@@ -161,6 +191,55 @@ class CampaignDriver:
         self.journal.finish(self.cid, outcome.result, outcome.detail, outcome.ecus, installed)
         log.info("campaign %s ended: %s (%s)", self.cid, outcome.result, outcome.detail)
 
+    # -- preconditions watched during installation ----------------------------------------------
+    def _journal_violation(self, outcome: StepOutcome) -> None:
+        row = self.journal.begin(self.cid, "watch", None, {"phase": "install"})
+        self.journal.end(row, "failed", outcome.result, outcome.error)
+        log.warning("campaign %s: preconditions violated: %s", self.cid, outcome.error)
+
+    async def _violated_now(self) -> bool:
+        from agent.errors import OtaError
+
+        try:
+            outcome = await self.steps.preconditions("install")
+        except OtaError as e:
+            log.warning("campaign %s: the preconditions could not be asked before a flash: %s", self.cid, e)
+            return False
+        if outcome.state != "failed":
+            return False
+        self._journal_violation(outcome)
+        return True
+
+    async def _watch(self) -> StepOutcome:
+        from agent.errors import OtaError
+
+        while True:
+            try:
+                outcome = await self.steps.preconditions("install")
+                if outcome.state == "failed":
+                    return outcome
+            except OtaError as e:
+                log.warning("campaign %s: watching the preconditions: %s", self.cid, e)
+            await asyncio.sleep(self.steps.poll)
+
+    def _start_watch(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name=f"campaign:{self.cid}:watch")
+            self._watcher.add_done_callback(lambda _t: self._wake.set())
+
+    def _take_watch(self) -> None:
+        task = self._watcher
+        if task is not None and task.done():
+            self._watcher = None
+            if not task.cancelled():
+                self._journal_violation(task.result())
+
+    async def _stop_watch(self) -> None:
+        task, self._watcher = self._watcher, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     # -- OTA mode lease --------------------------------------------------------------------------
     async def _take_up_ota_mode(self) -> None:
         from agent.errors import OtaError
@@ -180,6 +259,10 @@ class CampaignDriver:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
             self._renewer = None
+
+
+def _violation_journalled(rows: Any) -> bool:
+    return any(r.step == "watch" and r.state == "failed" for r in rows)
 
 
 def _ota_mode_held(rows: Any) -> bool:

@@ -18,7 +18,7 @@ Tables (schema version in ``PRAGMA user_version``, :data:`SCHEMA_VERSION`):
     loop breaker uses is in the journal.
 ``ecus``
     per campaign and ECU, maintained in the same transactions: target image, previous
-    image (the rollback image), the last job id, flash attempts, outcome.
+    image (the rollback image), the last job id, flash attempts (a rollback is not one), outcome.
 ``installed``
     per ECU the image the engine last saw installed (after a campaign's success, or the
     old image after a rollback): the next campaign's rollback image for a single-bank ECU.
@@ -222,12 +222,13 @@ class Journal:
             if ecu is not None and step in ("flash", "rollback"):
                 image = data.get("image")
                 col = "target" if step == "flash" else "previous"
+                flash = int(step == "flash")  # attempts: flash attempts only, not the rollback's
                 db.execute(f"INSERT INTO ecus (campaign, ecu, {col}, job_id, attempts, outcome) "
-                           f"VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT(campaign, ecu) DO UPDATE SET "
-                           f"{col} = excluded.{col}, job_id = excluded.job_id, attempts = ecus.attempts + 1, "
-                           "outcome = excluded.outcome",
-                           (campaign_id, ecu, json.dumps(image), data.get("job_id"),
-                            "installing" if step == "flash" else "rolling_back"))
+                           f"VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(campaign, ecu) DO UPDATE SET "
+                           f"{col} = excluded.{col}, job_id = excluded.job_id, "
+                           "attempts = ecus.attempts + excluded.attempts, outcome = excluded.outcome",
+                           (campaign_id, ecu, json.dumps(image), data.get("job_id"), flash,
+                            "installing" if flash else "rolling_back"))
             return int(cur.lastrowid or 0)
 
     def end(self, row_id: int, state: str, result: Mapping[str, Any] | None = None,

@@ -3,21 +3,26 @@
 One coroutine per step of :mod:`agent.engine.campaign`; each returns a
 :class:`StepOutcome` (``done`` with its result, or ``failed`` with the error text)
 and never raises for a failure of the step itself: a daemon answering with an
-error, a daemon that is gone, a job that failed. Cancellation (asyncio) passes through.
+error, a daemon that is gone, a job that failed. A daemon that died or restarted under
+the step (the connection lost, not running, shutting down: a ``TransportError`` that is
+not a timeout) makes it ``interrupted``: the core starts it again, bounded by the loop
+breaker. Cancellation (asyncio) passes through.
 
-Waiting on downloads and jobs polls their status (``poll_interval``) rather than
-relying only on events: a poll survives a reconnect of the IPC client and the
-restart of the daemon, where an event sent while we were reconnecting is lost.
+Waiting on downloads and jobs is woken by the peers' events (``dmclient.download.state``,
+``update_agent.job.done``, relayed by the daemon into :class:`PeerEvents`) and then reads the
+status; the status is also read every ``poll_interval`` without an event, since an event sent
+while the IPC client was reconnecting, or before a restarted daemon was back, is lost.
 Progress is relayed from those polls and from the update agent's progress events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +34,48 @@ log = logging.getLogger(__name__)
 
 #: (daemon, method, params) -> result
 CallFn = Callable[[str, str, Mapping[str, Any]], Awaitable[Any]]
+#: s between consent re-checks when no event woke the wait (a lost event's backstop, not a poll)
+CONSENT_RECHECK_S = 60.0
 #: (ecu or None, step, bytes_done, bytes_total)
 ProgressFn = Callable[[str | None, str, int, int], None]
+
+
+class PeerEvents:
+    """Wakes the steps waiting on a download target or a job when a peer's event names it."""
+
+    def __init__(self) -> None:
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+
+    def notify(self, key: str | None) -> None:
+        """Something about ``key`` (a target or job id) changed; None: anything may have (a reconnection)."""
+        for k, events in self._watchers.items():
+            if key is None or k == key:
+                for event in events:
+                    event.set()
+
+    @contextlib.contextmanager
+    def watch(self, keys: Iterable[str]) -> Iterator[asyncio.Event]:
+        """An event set on every notification of one of ``keys`` while the block runs."""
+        event = asyncio.Event()
+        keys = list(keys)
+        for key in keys:
+            self._watchers.setdefault(key, set()).add(event)
+        try:
+            yield event
+        finally:
+            for key in keys:
+                watchers = self._watchers.get(key)
+                if watchers is not None:
+                    watchers.discard(event)
+                    if not watchers:
+                        del self._watchers[key]
+
+
+async def _woken(event: asyncio.Event, timeout: float) -> None:
+    """Until ``event`` is set or ``timeout`` s pass (the status poll's backstop); then clear it."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)
+    event.clear()
 
 
 @dataclass(frozen=True)
@@ -84,7 +129,10 @@ class Steps:
                  ota_mode_lease: float, poll_interval: float, job_timeout: float,
                  consent: bool = True, clock: Callable[[], float] = time.monotonic,
                  source: Mapping[str, Any] | None = None,
-                 install: Mapping[str, Any] | None = None) -> None:
+                 install: Mapping[str, Any] | None = None,
+                 ecu_buses: Mapping[str, tuple[str, int]] | None = None,
+                 consent_wait: Callable[[float], Awaitable[Any]] | None = None,
+                 peer_events: PeerEvents | None = None) -> None:
         self.cid = campaign_id
         #: for an install campaign: {release_dir, release, image_root, work_dir, ecus}
         self.install = install
@@ -98,6 +146,12 @@ class Steps:
         self.job_timeout = job_timeout
         self.consent_required = consent
         self.clock = clock
+        #: per ECU (bus, bitrate): the install-time estimate of the consent offer
+        self.ecu_buses = dict(ecu_buses or {})
+        #: waits (at most the given s) for a consent change; the engine wakes it on hmi_agent events
+        self.consent_wait = consent_wait or asyncio.sleep
+        #: wakes download and job waits on the peers' events (none relayed: the status poll alone)
+        self.peer_events = peer_events or PeerEvents()
 
     async def run(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
         """Carry out ``action``; ``context``: results of earlier steps (check, download)."""
@@ -109,6 +163,13 @@ class Steps:
             return outcome
         except asyncio.CancelledError:
             raise
+        except OtaTimeoutError as e:  # the daemon is there but did not answer: the step failed
+            return failed(_err(e))
+        except TransportError as e:
+            # the daemon carrying the step out died or restarted under it (connection lost, not running,
+            # shutting down): not the step's verdict. Interrupted: started again (the loop breaker bounds it)
+            log.warning("campaign %s: step %s interrupted: %s", self.cid, action.step, _err(e))
+            return StepOutcome("interrupted", {}, _err(e))
         except OtaError as e:
             return failed(_err(e))
         except Exception as e:  # a bug must not leave the step open forever: journal it as failed
@@ -206,21 +267,25 @@ class Steps:
             return await self.rollback_download()
         if self.install is not None:
             return await self.install_download(context)
+        ready = await self.preconditions("download")  # the network, and what else the phase's rules say
+        if ready.state == "failed":
+            return failed(f"download preconditions not met: {ready.error}", ready.result)
         assignment = context["check"]["assignment"]
         ecus = list(assignment["ecus"])
         order = await self.call("dmclient", "dmclient.download.start",
                                 {"targets": [order_target(e) for e in ecus], "pin": f"campaign:{self.cid}"})
         ids = [t["id"] for t in order["targets"]]
-        while True:
-            status = (await self.call("dmclient", "dmclient.download.status", {"ids": ids}))["targets"]
-            total = sum(t["total"] or 0 for t in status)
-            self.progress(None, "download", sum(t["bytes"] for t in status), total)
-            bad = [t for t in status if t["state"] in ("failed", "cancelled")]
-            if bad:
-                return failed("; ".join(f"{t['name']}: {t['error'] or t['state']}" for t in bad))
-            if all(t["state"] == "done" for t in status):
-                break
-            await asyncio.sleep(self.poll)
+        with self.peer_events.watch(ids) as changed:
+            while True:
+                status = (await self.call("dmclient", "dmclient.download.status", {"ids": ids}))["targets"]
+                total = sum(t["total"] or 0 for t in status)
+                self.progress(None, "download", sum(t["bytes"] for t in status), total)
+                bad = [t for t in status if t["state"] in ("failed", "cancelled")]
+                if bad:
+                    return failed("; ".join(f"{t['name']}: {t['error'] or t['state']}" for t in bad))
+                if all(t["state"] == "done" for t in status):
+                    break
+                await _woken(changed, self.poll)
         by_id = {t["id"]: t for t in status}
         images: dict[str, Any] = {}
         for ecu, t in zip(ecus, (by_id[i] for i in ids), strict=True):
@@ -255,23 +320,35 @@ class Steps:
 
     # -- consent, preconditions, OTA mode ------------------------------------------------------
     async def step_consent(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
-        check = context["check"]
-        ecus = check["assignment"]["ecus"]
-        offer = {"from_version": check["vehicle_version"],
-                 "to_version": check["assignment"]["target_vehicle_version"],
-                 "ecus": [e["ecu"] for e in ecus], "size_bytes": sum(int(e["length"]) for e in ecus),
-                 "est_install_s": float(30 * len(ecus))}
-        answer = await self.call("hmi_agent", "hmi_agent.consent.request", {"campaign_id": self.cid, "offer": offer})
-        while answer["decision"] == "pending":
-            await asyncio.sleep(max(self.poll, 0.5))
-            status = await self.call("hmi_agent", "hmi_agent.consent.status", {"campaign_id": self.cid,
-                                                                              "audit_limit": 0})
-            answer = status["consents"][0] if status["consents"] else answer
-        return done({"decision": answer["decision"], "source": answer["source"]})
+        """Offer the update and wait until it is accepted (now, by schedule, by deadline) or declined.
+
+        Postponed, scheduled and pending offers keep this step open: the HMI agent moves them on
+        by time and says so (``hmi_agent.consent.changed``); the wait is woken by that event or a
+        reconnection (``consent_wait``), with a slow timer as the backstop for a lost event. The
+        step is journalled as started, so an engine restart takes the wait up again, and asking
+        again is idempotent (the HMI agent keys the offer by campaign id).
+        """
+        from agent.engine.offer import consent_offer
+
+        params = {"campaign_id": self.cid, "offer": consent_offer(context["check"], self.ecu_buses)}
+        while True:
+            try:
+                answer = await self.call("hmi_agent", "hmi_agent.consent.request", params)
+            except (TransportError, OtaTimeoutError) as e:  # the HMI agent restarts: its decision is on disk
+                log.warning("campaign %s: asking the HMI agent for consent failed (%s); waiting for it", self.cid, e)
+            else:
+                if answer["decision"] in ("accepted", "declined"):
+                    return done({"decision": answer["decision"], "source": answer["source"]})
+                log.info("campaign %s: consent %s (%s); waiting", self.cid, answer["decision"], answer["source"])
+            await self.consent_wait(CONSENT_RECHECK_S)
 
     async def step_preconditions(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
-        verdict = await self.call("system_agent", "system_agent.preconditions.check",
-                                  {"phase": str(action.data.get("phase", "install"))})
+        return await self.preconditions(str(action.data.get("phase", "install")))
+
+    async def preconditions(self, phase: str) -> StepOutcome:
+        """The system agent's verdict now: done, or failed naming each rule and the value seen (also the
+        driver's watch during installation; raises OtaError when the system agent cannot answer)."""
+        verdict = await self.call("system_agent", "system_agent.preconditions.check", {"phase": phase})
         if verdict["ok"]:
             return done({"ok": True})
         rules = "; ".join(f"{f['rule']} (seen {f['value']!r}, wants {f['expected']})" for f in verdict["failed"])
@@ -354,6 +431,10 @@ class Steps:
         return await self.wait_job(job_id, ecu, action.step)
 
     async def wait_job(self, job_id: str, ecu: str, step: str) -> StepOutcome:
+        with self.peer_events.watch([job_id]) as changed:
+            return await self._wait_job(job_id, ecu, step, changed)
+
+    async def _wait_job(self, job_id: str, ecu: str, step: str, changed: asyncio.Event) -> StepOutcome:
         deadline = self.clock() + self.job_timeout
         while True:
             try:
@@ -382,7 +463,7 @@ class Steps:
             if self.clock() > deadline:
                 return failed(f"OtaTimeoutError: {step} job {job_id} of {ecu} did not end within "
                               f"{self.job_timeout:.0f} s", {"job_id": job_id})
-            await asyncio.sleep(self.poll)
+            await _woken(changed, self.poll)
 
     # -- verify, report --------------------------------------------------------------------------
     async def verify_against(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
@@ -401,6 +482,33 @@ class Steps:
 
     async def step_verify_rollback(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
         return await self.verify_against(action, context)
+
+    # -- remote configuration --------------------------------------------------------------------
+    async def step_configure(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        """The assignment's configuration change, all or nothing, by the update agent (which gates it on
+        the ECUs' software versions, reads every ECU back and puts its own change back on a failure)."""
+        result = await self.call("update_agent", "update_agent.config.set", {"values": dict(action.data["values"])})
+        if result.get("state") != "applied":
+            return failed(f"{result.get('state')}: {result.get('reason')}", result)
+        return done(result)
+
+    async def step_config_read(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        """The values the ECUs hold before the change: what ``configure_rollback`` puts back."""
+        result = await self.call("update_agent", "update_agent.config.get", {"items": list(action.data["items"])})
+        unread = [f"{v['item']}@{v['ecu']}: {v['error']}" for v in result["values"] if v.get("error")]
+        if unread:
+            return failed("not read: " + "; ".join(unread), result)
+        return done(result)
+
+    async def step_configure_rollback(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
+        """Put the ECUs back on the values ``config_read`` journalled (only those not on them are written)."""
+        previous = list(action.data["previous"])
+        if not previous:
+            return done({"state": "rolled_back", "ecus": []})
+        result = await self.call("update_agent", "update_agent.config.restore", {"previous": previous})
+        if result.get("state") != "rolled_back":
+            return failed(f"{result.get('state')}: {result.get('reason')}", result)
+        return done(result)
 
     async def step_report(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
         result = str(action.data.get("result"))

@@ -20,34 +20,20 @@ from typing import Any
 
 import pytest
 
-from agent.errors import OtaTimeoutError
-from agent.ipc.sync import SyncClient
-from agent.runtime.supervisor import Supervisor
-from bench.scenario import SW_BASELINE, V1, V2, V3, Scenario, ScenarioOptions, failing_flash
+from bench.scenario import V1, V2, V3, Scenario, ScenarioOptions, failing_flash
+from tests.engine.killkit import KillBench
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 CAMPAIGN_TIMEOUT = 180.0
 
 
-class Stack:
-    def __init__(self, scenario: Scenario) -> None:
-        self.scenario = scenario
-        self.sup = Supervisor(scenario.stack_config, env=scenario.env, ready_timeout=60, grace=10)
-
-    def client(self, daemon: str) -> SyncClient:
-        client = SyncClient.for_daemon(daemon, runtime_dir=self.scenario.runtime_dir, call_timeout=120.0)
-        client.connect()
-        return client
+class Stack(KillBench):
+    """The bench with the daemons (:class:`tests.engine.killkit.KillBench`) plus ``otactl`` and raw journal rows."""
 
     def otactl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "agent.cli.main", *args], env=self.scenario.env,
                               capture_output=True, text=True, timeout=CAMPAIGN_TIMEOUT + 60)
-
-    def vehicle_version(self) -> str | None:
-        with self.client("update_agent") as ua:
-            match = ua.call("update_agent.baseline.match", {"software_baseline": str(SW_BASELINE), "refresh": True})
-        return match.get("vehicle_version") if match["matched"] else None
 
     def journal_rows(self) -> list[tuple[Any, ...]]:
         db = sqlite3.connect(self.scenario.dir / "vehicle" / "journal.db")
@@ -55,34 +41,6 @@ class Stack:
             return db.execute("SELECT campaign, step, ecu, state FROM steps ORDER BY id").fetchall()
         finally:
             db.close()
-
-    def log_tails(self, lines: int = 25) -> str:
-        """The end of every daemon's and bench process's log, for a failure message."""
-        out = []
-        for log in sorted([*self.scenario.logs.glob("*.log"), *(self.scenario.runtime_dir / "logs").glob("*.log")]):
-            tail = log.read_text(errors="replace").splitlines()[-lines:]
-            out.append(f"--- {log.name}\n" + "\n".join(tail))
-        return "\n".join(out)
-
-    def wait_end(self, campaign_id: str) -> dict[str, Any]:
-        """Wait (on events, with a timeout) until the campaign has ended; its history record."""
-        try:
-            return self._wait_end(campaign_id)
-        except OtaTimeoutError as e:
-            raise AssertionError(f"campaign {campaign_id} did not end: {e}\n{self.log_tails()}") from e
-
-    def _wait_end(self, campaign_id: str) -> dict[str, Any]:
-        # any state or progress event shows the campaign alive; CAMPAIGN_TIMEOUT s of silence fails
-        with self.client("agent") as agent, \
-                agent.subscribe("agent.campaign.state", "agent.campaign.progress") as events:
-            while True:
-                record = next(c for c in agent.call("agent.history", {"limit": 20})["campaigns"]
-                              if c["id"] == campaign_id)
-                if record["state"] == "ended":
-                    return record
-                event = events.get(timeout=CAMPAIGN_TIMEOUT)
-                while not (event.params["campaign_id"] == campaign_id and event.params.get("state") == "done"):
-                    event = events.get(timeout=CAMPAIGN_TIMEOUT)
 
 
 @pytest.fixture
@@ -131,8 +89,9 @@ def test_campaigns_move_the_vehicle_along_the_route_and_flash_all_three_ecus(mak
         campaigns = agent.call("agent.history", {"limit": 10})["campaigns"]
     results = [(c["from_version"], c["to_version"], c["result"]) for c in campaigns]
     assert (V1, V2, "succeeded") in results and (V2, V3, "succeeded") in results
-    # the last check found nothing more to do
-    assert campaigns[0]["result"] == "nothing"
+    # the last check found nothing more to do (that repeat may still be checking: wait for its end)
+    last = campaigns[0] if campaigns[0]["state"] == "ended" else stack.wait_end(campaigns[0]["id"])
+    assert last["result"] == "nothing"
     assert all(state != "started" for *_, state in stack.journal_rows())
     status = stack.otactl("status", "--json")
     assert status.returncode == 0 and '"state": "idle"' in status.stdout
@@ -158,6 +117,8 @@ def test_a_failing_ecu_rolls_the_whole_vehicle_back(make_stack: Any) -> None:
     assert record["result"] == "rolled_back"
     assert "flashing body failed 2 times" in record["detail"]
     assert {e: s["outcome"] for e, s in record["ecus"].items()} == {"brake": "rolled_back", "body": "rolled_back"}
+    # flash attempts: the rollback of each ECU is not counted as one
+    assert {e: s["attempts"] for e, s in record["ecus"].items()} == {"brake": 1, "body": 2}
     # the brake had been updated (its new bank active): it was switched back
     assert {e: s["note"] for e, s in record["ecus"].items()} == {
         "brake": "rolled back: bank switched", "body": "rolled back: previous image reflashed"}
@@ -193,6 +154,54 @@ def test_a_failing_ab_ecu_is_rolled_back_on_its_old_bank_and_the_vehicle_with_it
     assert json.loads(status.stdout)["last"]["ecus"]["brake"]["note"] == "rolled back: already on previous bank"
 
 
+#: brake's RoutineControl requests in its flash script: check_preconditions, erase, check_memory,
+#: check_dependencies, activate. Erase and check_dependencies answer late (body fails twice meanwhile);
+#: the activate sets the pending bank and its answer is lost: the update agent, waiting for it, is killed
+#: then (the ECU itself is not busy, so the rollback after the restart finds it ready)
+BRAKE_ACTIVATE_UNANSWERED = {
+    "pending_storm": [{"service": 0x31, "count": 2, "pendings": 25, "times": 1},
+                      {"service": 0x31, "count": 4, "pendings": 25, "times": 1}],
+    "drop_response": {"service": 0x31, "count": 5, "times": 1},
+}
+
+
+def test_a_pending_ab_activation_is_switched_back_when_the_campaign_rolls_back(make_stack: Any) -> None:
+    """The brake's new bank is activated (pending until the next reset) when the update agent dies under
+    the job, and body has already failed for good: the engine does not flash the brake again but rolls
+    back; the rollback finds the brake still on its old version, resets it, sees the pending activation
+    take effect, and switches back."""
+    stack = make_stack(start_version=V2, image_size=1024,
+                       faults={"body": failing_flash(times=2), "brake": BRAKE_ACTIVATE_UNANSWERED})
+    ua = stack.pids(["update_agent"])
+    with stack.client("agent") as agent, \
+            agent.subscribe("agent.campaign.progress", "agent.campaign.state") as events:
+        cid = agent.call("agent.update", {"yes": True})["campaign_id"]
+        while True:
+            p = stack.next_event(events, "the brake's activate step").params
+            assert p.get("state") != "done", f"the campaign ended before the brake's activate step: {p}"
+            if p.get("ecu") == "brake" and p.get("step") == "activate":
+                break
+        body = [r.state for r in stack.journal(cid) if r.key == ("flash", "body")]
+        assert body == ["failed", "failed"], f"body had not failed twice before the brake's activate: {body}"
+        stack.kill(ua)
+    brake = json.loads((stack.scenario.dir / "sim-state" / "brake" / "status.json").read_text())
+    assert brake["pending_bank"] is not None and brake["pending_bank"] != brake["active_bank"], brake
+    stack.restart()
+    record = stack.wait_end(cid)
+    assert record["result"] == "rolled_back", record
+    assert stack.vehicle_version() == V2
+    rows = stack.journal(cid)
+    assert [r.state for r in rows if r.key == ("flash", "brake")] == ["interrupted"]  # not flashed again
+    rollback = [r for r in rows if r.key == ("rollback", "brake")]
+    assert [r.state for r in rollback] == ["done"]
+    job = stack.call("update_agent", "update_agent.job.status", {"job_id": rollback[0].result_job})
+    # it ran the old version when asked (3.4.0), yet had to switch: the activation was pending
+    assert (job["result"]["running_before"], job["result"]["bank_switch"]) == ("3.4.0", "switched"), job
+    assert record["ecus"]["brake"]["note"] == "rolled back: bank switched"
+    brake = json.loads((stack.scenario.dir / "sim-state" / "brake" / "status.json").read_text())
+    assert (brake["pending_bank"], brake["application_valid"]) == (None, True), brake
+
+
 def test_otactl_says_clearly_when_the_engine_is_not_running(tmp_path: Path) -> None:
     env = {**os.environ, "OTA_RUNTIME_DIR": str(tmp_path)}
     r = subprocess.run([sys.executable, "-m", "agent.cli.main", "status"], env=env, capture_output=True, text=True,
@@ -200,29 +209,7 @@ def test_otactl_says_clearly_when_the_engine_is_not_running(tmp_path: Path) -> N
     assert r.returncode != 0 and "error: ota-agent is not running" in r.stderr
 
 
-@pytest.mark.parametrize("phase", ["download", "ota_mode_on", "flash", "report"])
-def test_sigkill_of_the_engine_then_restart_ends_on_a_whole_vehicle_version(make_stack: Any, phase: str) -> None:
-    stack = make_stack(start_version=V2)
-    with stack.client("agent") as agent, agent.subscribe("agent.campaign.state") as events:
-        pid = agent.call("daemon.ping")["pid"]
-        cid = agent.call("agent.update", {"yes": True})["campaign_id"]
-        while True:
-            event = events.get(timeout=CAMPAIGN_TIMEOUT)
-            assert event.params["state"] != "done", f"the campaign ended before {phase}: {event.params}"
-            if event.params["state"] == phase:
-                os.kill(pid, signal.SIGKILL)
-                break
-    stack.sup.up()  # the supervisor starts what is not running: the engine takes the campaign up
-    record = stack.wait_end(cid)
-    assert record["attempts"] >= 2
-    version = stack.vehicle_version()
-    assert version in (V2, V3)
-    assert (record["result"], version) in (("succeeded", V3), ("rolled_back", V2))
-    rows = [r for r in stack.journal_rows() if r[0] == cid]
-    assert all(state != "started" for *_, state in rows)
-    # no ECU is left between two baselines and OTA mode is off
-    with stack.client("system_agent") as sa:
-        assert sa.call("system_agent.ota_mode.status")["active"] is False
+# SIGKILL of the engine at each journal transition: tests/engine/test_kill_transitions_e2e.py
 
 
 def test_cancel_while_waiting_for_consent_changes_nothing_and_is_refused_when_idle(make_stack: Any) -> None:

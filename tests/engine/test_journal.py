@@ -33,6 +33,17 @@ def test_step_rows_record_start_and_end_with_data_and_result(tmp_path: Path) -> 
     assert j.ecu_states("c1")["engine"]["outcome"] == "installed"
 
 
+def test_flash_attempts_count_flashes_and_not_the_rollback(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.db")
+    j.create("c1", "update", Policy())
+    for n in (1, 2):
+        j.end(j.begin("c1", "flash", "body", {"job_id": f"c1-flash-body-{n}"}), "failed", None, "wrong CRC")
+    rollback = j.begin("c1", "rollback", "body", {"job_id": "c1-rollback-body-1", "image": {"path": "/old.hex"}})
+    assert j.ecu_states("c1")["body"] == {"job_id": "c1-rollback-body-1", "attempts": 2, "outcome": "rolling_back"}
+    j.end(rollback, "done", {"job_id": "c1-rollback-body-1"})
+    assert j.ecu_states("c1")["body"] == {"job_id": "c1-rollback-body-1", "attempts": 2, "outcome": "rolled_back"}
+
+
 def test_beginning_a_step_again_closes_the_leftover_row_as_interrupted(tmp_path: Path) -> None:
     j = Journal(tmp_path / "j.db")
     j.create("c1", "update", Policy())

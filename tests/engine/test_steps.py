@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.engine.campaign import Action
-from agent.engine.steps import Steps, image_format, order_target
-from agent.errors import TransportError
+from agent.engine.steps import PeerEvents, Steps, image_format, order_target
+from agent.errors import OtaTimeoutError, TransportError, VehicleStateError
 
 IMAGE = {"path": "/cache/engine.hex", "format": "ihex", "name": "engine/engine-1.1.0.hex", "length": 10,
          "hashes": {"sha256": "ab" * 32}, "release_counter": 2, "software_version": "1.1.0"}
@@ -38,6 +38,8 @@ class FakePeers:
             return self.match
         if method == "dmclient.check":
             return {"status": "update", "assignment": {"target_vehicle_version": "BV 2", "ecus": []}}
+        if method == "system_agent.preconditions.check":  # the download step asks for its phase's rules
+            return {"ok": True, "phase": params["phase"], "failed": [], "state_source": "test"}
         return None
 
     def methods(self) -> list[str]:
@@ -88,12 +90,13 @@ def test_losing_the_update_agent_while_waiting_asks_again_and_reports_its_verdic
 
 
 def test_a_daemon_error_fails_the_step_with_its_message_instead_of_raising() -> None:
+    # (a daemon that is gone interrupts the step instead: see the test below)
     async def call(daemon: str, method: str, params: Mapping[str, Any]) -> Any:
-        raise TransportError("ota-system-agent is not running")
+        raise VehicleStateError("campaign c0 holds OTA mode")
     s = Steps("c1", call, lambda *a: None, baseline=Path("/b.xml"), ota_mode_lease=30, poll_interval=0.001,
               job_timeout=60)
     outcome = asyncio.run(s.run(Action("ota_mode_on"), {}))
-    assert (outcome.state, outcome.error) == ("failed", "TransportError: ota-system-agent is not running")
+    assert (outcome.state, outcome.error) == ("failed", "VehicleStateError: campaign c0 holds OTA mode")
 
 
 def test_image_format_and_order_target() -> None:
@@ -136,3 +139,102 @@ def test_an_ab_rollback_asks_the_update_agent_for_the_version_the_ecu_ran_before
     started = [p for m, p in peers.calls if m == "update_agent.job.rollback"]
     assert started == [{"job_id": "c1-rollback-brake-1", "ecu": "brake", "method": "switch_bank",
                         "expected_version": "3.4.0"}]
+
+
+# -- waits woken by the peers' events --------------------------------------------------------------
+#: a status poll interval no test lives to see: only an event can end these waits
+NEVER = 3600.0
+#: how long a woken wait may take before the test fails loudly (it ends at once when woken)
+WAKE_TIMEOUT = 30.0
+
+
+class EventfulPeers(FakePeers):
+    """Job and download states that change only when the test says so, as the daemons' events announce."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.job_state = "running"
+        self.download_state = "downloading"
+        self.status_calls = asyncio.Event()  # set on every status call: the step has looked
+
+    async def call(self, daemon: str, method: str, params: Mapping[str, Any]) -> Any:
+        if method == "update_agent.job.status":
+            self.calls.append((method, dict(params)))
+            self.status_calls.set()
+            return {"job_id": params["job_id"], "ecu": "engine", "state": self.job_state, "result": {"bytes": 10}}
+        if method == "dmclient.download.start":
+            self.calls.append((method, dict(params)))
+            return {"targets": [{"id": "t1"}]}
+        if method == "dmclient.download.status":
+            self.calls.append((method, dict(params)))
+            self.status_calls.set()
+            return {"targets": [{"id": "t1", "name": "engine:e.hex", "state": self.download_state, "bytes": 10,
+                                 "total": 10, "error": None, "path": "/cache/e.hex"}]}
+        if method in ("dmclient.installed.list",):
+            return {"ecus": {}}
+        if method in ("dmclient.cache.list",):
+            return {"entries": []}
+        return await super().call(daemon, method, params)
+
+
+async def _finish_when_looked_at(peers: EventfulPeers, events: PeerEvents, key: str, finish: Any) -> None:
+    """After the step's first status call: change the state and announce it, as the daemon's event would."""
+    await asyncio.wait_for(peers.status_calls.wait(), WAKE_TIMEOUT)
+    events.notify("someone-else")  # another job's or target's event does not end this wait
+    finish()
+    events.notify(key)
+
+
+def test_a_job_wait_ends_on_the_update_agents_job_done_event_not_on_a_poll() -> None:
+    peers, events = EventfulPeers(), PeerEvents()
+    step = Steps("c1", peers.call, lambda *a: None, baseline=Path("/b.xml"), ota_mode_lease=30,
+                 poll_interval=NEVER, job_timeout=NEVER * 2, peer_events=events)
+
+    async def scenario() -> Any:
+        finisher = asyncio.create_task(_finish_when_looked_at(
+            peers, events, "c1-flash-engine-2", lambda: setattr(peers, "job_state", "succeeded")))
+        outcome = await asyncio.wait_for(step.run(flash(None), {}), WAKE_TIMEOUT)
+        await finisher
+        return outcome
+
+    outcome = asyncio.run(scenario())
+    assert outcome.state == "done" and outcome.result["job"] == {"bytes": 10}
+    assert [m for m in peers.methods() if m == "update_agent.job.status"] == ["update_agent.job.status"] * 2
+
+
+def test_a_download_wait_ends_on_dmclients_state_event_not_on_a_poll() -> None:
+    peers, events = EventfulPeers(), PeerEvents()
+    step = Steps("c1", peers.call, lambda *a: None, baseline=Path("/b.xml"), ota_mode_lease=30,
+                 poll_interval=NEVER, job_timeout=60, peer_events=events)
+    check = {"assignment": {"ecus": [{"ecu": "engine", "target": "engine/e.hex", "length": 10,
+                                      "hashes": {"sha256": "ab" * 32}, "url": "https://backend/e.hex",
+                                      "release_counter": 2, "software_version": "1.1.0"}]}}
+
+    async def scenario() -> Any:
+        finisher = asyncio.create_task(_finish_when_looked_at(
+            peers, events, "t1", lambda: setattr(peers, "download_state", "done")))
+        outcome = await asyncio.wait_for(step.run(Action("download"), {"check": check}), WAKE_TIMEOUT)
+        await finisher
+        return outcome
+
+    outcome = asyncio.run(scenario())
+    assert outcome.state == "done", outcome
+    assert outcome.result["images"]["engine"]["path"] == "/cache/e.hex"
+    assert [m for m in peers.methods() if m == "dmclient.download.status"] == ["dmclient.download.status"] * 2
+
+
+def test_a_daemon_lost_under_a_step_interrupts_it_and_a_timeout_fails_it() -> None:
+    class Lost(FakePeers):
+        def __init__(self, error: Exception) -> None:
+            super().__init__({})
+            self.error = error
+
+        async def call(self, daemon: str, method: str, params: Mapping[str, Any]) -> Any:
+            if method == "update_agent.baseline.match":
+                raise self.error
+            return await super().call(daemon, method, params)
+
+    lost = asyncio.run(steps(Lost(TransportError("connection to update_agent lost"))).run(Action("check"), {}))
+    assert (lost.state, lost.error) == ("interrupted", "TransportError: connection to update_agent lost")
+    hung = asyncio.run(steps(Lost(OtaTimeoutError("update_agent did not answer"))).run(Action("check"), {}))
+    assert hung.state == "failed" and "did not answer" in str(hung.error)

@@ -5,8 +5,9 @@ A campaign moves the vehicle from one vehicle software version to the next (see
 start one and answer its id at once; the campaign runs in the engine and reports through
 the events ``agent.campaign.state`` (every phase change and the end) and
 ``agent.campaign.progress`` (bytes of the download and of each ECU's flash, relayed
-from dmclient and the update agent). A refused request (a campaign already running, a
-cancel outside a safe point) is an error of the vehicle-state branch saying why.
+from dmclient and the update agent) and ``agent.campaign.step`` (each journal
+transition). A refused request (a campaign already running, a cancel outside a safe
+point) is an error of the vehicle-state branch saying why.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ CAMPAIGN = Record(
     to_version=VERSION,
     state=Enum("running", "ended"),
     phase=Str(doc="the step running now (check, download, consent, preconditions, ota_mode_on, flash, "
-                  "verify, rollback, verify_rollback, ota_mode_off, report) or done"),
+                  "configure, verify, configure_rollback, rollback, verify_rollback, ota_mode_off, report) or done"),
     ending=Nullable(Str(doc="why the campaign is on its failure path")),
     attempts=Int(minimum=1, doc="1 + times the engine took the campaign up again after a restart"),
     cancel_requested=Bool(),
@@ -86,5 +87,12 @@ GROUP = Group(
           params=Record(campaign_id=CAMPAIGN_ID, ecu=Nullable(ECU), step=Str(), bytes_done=Int(minimum=0),
                         bytes_total=Int(minimum=0)),
           doc="Bytes of the download (ecu null: the whole order) or of an ECU's flash / rollback."),
+    Event("agent.campaign.step",
+          params=Record(campaign_id=CAMPAIGN_ID, step=Str(doc="check, download, ..., flash, rollback, report"),
+                        ecu=Nullable(ECU),
+                        state=Enum("started", "done", "failed", "interrupted"),
+                        job_id=Nullable(Str(doc="the update-agent job of a flash / rollback attempt"))),
+          doc="A journal transition: a step attempt was journalled as started (before it runs) or as "
+              "ended; sent after the journal row is committed (kill and resume tests wait on it)."),
     doc="The campaign engine.",
 )
