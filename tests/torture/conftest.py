@@ -1,0 +1,43 @@
+"""Fixtures of the torture tests: one bench for the whole torture session, and the seed of the random cuts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from bench.scenario import V2
+
+from .harness import TortureBench, torture_bench
+
+#: the seed of the random power cuts; OTA_TORTURE_SEED=<n> replays another run
+DEFAULT_SEED = 20261121
+
+
+@pytest.fixture(scope="session")
+def torture() -> Iterator[TortureBench]:
+    """The demo's bench at V2 with every daemon running (the engine's debug hang hook enabled, for the
+    watchdog test); shared by every torture module: each test starts by moving the vehicle where it needs it."""
+    # no free-space reserve for downloads: on the disk test's small filesystem the kernel's ENOSPC is reached
+    downloads = {"concurrency": 2, "chunk_bytes": "64KiB", "checkpoint_bytes": "1MiB", "min_free_bytes": 0,
+                 "progress_interval": 0.2}
+    with torture_bench(image_size=2048, stack_overrides={"agent": {"watchdog": {"debug_hang": True}},
+                                                         "dmclient": {"downloads": downloads}}) as bench:
+        yield bench
+
+
+@pytest.fixture
+def bench(torture: TortureBench) -> Iterator[TortureBench]:
+    """The shared bench at V2, the backend's faults cleared before and after the test."""
+    torture.clear_faults()
+    torture.goto(V2)
+    yield torture
+    torture.clear_faults()
+
+
+@pytest.fixture(scope="session")
+def seed() -> int:
+    value = int(os.environ.get("OTA_TORTURE_SEED", DEFAULT_SEED))
+    print(f"\ntorture seed: {value} (OTA_TORTURE_SEED={value} replays it)")
+    return value
