@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agent.config.locate import packaged_file, vehicle_config_path
+from agent.config.locate import config_file, vehicle_config_path
 from agent.config.vehicle import load_vehicle_config
 from agent.errors import ConfigurationError, VerificationError
 from update_agent.baseline import (
@@ -89,18 +88,9 @@ def _seconds(text: str) -> float:
     return value
 
 
-def baseline_path(option: str | None, env: str, packaged: str) -> Path:
-    if option:
-        return Path(option)
-    value = os.environ.get(env)
-    if value:
-        return Path(value)
-    return packaged_file("configs", packaged)
-
-
 def run(args: argparse.Namespace) -> int:
-    hw_path = baseline_path(args.hw_baseline, ENV_HW, BENCH_HW)
-    sw_path = baseline_path(args.sw_baseline, ENV_SW, BENCH_SW)
+    hw_path = config_file(args.hw_baseline, ENV_HW, BENCH_HW)
+    sw_path = config_file(args.sw_baseline, ENV_SW, BENCH_SW)
     hardware = load_hardware_baseline(hw_path)
     software = load_software_baseline(sw_path)
     check_pair(hardware, software)

@@ -37,11 +37,16 @@ def packaged_file(package: str, name: str) -> Path:
     return resource
 
 
-def vehicle_config_path(option: str | os.PathLike[str] | None = None) -> Path:
-    """The vehicle config file a command should load (see module docstring)."""
+def config_file(option: str | os.PathLike[str] | None, env: str, packaged: str) -> Path:
+    """The rule of every file a command loads: ``option``, else ``$env``, else ``configs/packaged``."""
     if option:
         return Path(option)
-    env = os.environ.get(ENV_CONFIG)
-    if env:
-        return Path(env)
-    return packaged_file("configs", PACKAGED_CONFIG)
+    value = os.environ.get(env)
+    if value:
+        return Path(value)
+    return packaged_file("configs", packaged)
+
+
+def vehicle_config_path(option: str | os.PathLike[str] | None = None) -> Path:
+    """The vehicle config file a command should load (see module docstring)."""
+    return config_file(option, ENV_CONFIG, PACKAGED_CONFIG)

@@ -90,14 +90,9 @@ class Catalog:
 
 def items_path(option: str | os.PathLike[str] | None = None) -> Path:
     """The items file: the option, else ``$OTA_CONFIG_ITEMS``, else the bench items shipped in ``configs``."""
-    from agent.config.locate import packaged_file
+    from agent.config.locate import config_file
 
-    if option:
-        return Path(option)
-    env = os.environ.get(ENV_ITEMS)
-    if env:
-        return Path(env)
-    return packaged_file("configs", PACKAGED_ITEMS)
+    return config_file(option, ENV_ITEMS, PACKAGED_ITEMS)
 
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
