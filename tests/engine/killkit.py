@@ -33,7 +33,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from agent.errors import OtaTimeoutError, TransportError
 from agent.ipc.subscription import EventMessage
@@ -130,6 +130,9 @@ def journal_transitions(rows: Sequence[JournalRow]) -> list[Transition]:
     return [t for *_k, t in sorted(stamped, key=lambda s: (s[0], s[1]))]
 
 
+_Bench = TypeVar("_Bench", bound="KillBench")
+
+
 class KillBench:
     """The bench and the five daemons as processes; see the module docstring."""
 
@@ -142,7 +145,7 @@ class KillBench:
 
     @classmethod
     @contextmanager
-    def running(cls, **options: Any) -> Iterator[KillBench]:
+    def running(cls: type[_Bench], **options: Any) -> Iterator[_Bench]:
         """Build the bench with ``options`` (:class:`ScenarioOptions`), start the daemons; stop all at exit."""
         scenario = Scenario(ScenarioOptions(**options))
         scenario.up()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import pytest
 from agent.cli import config as config_command
 from agent.config.vehicle import load_vehicle_config
 from agent.errors import ProtocolError
-from bench.scenario import V1, V2, Scenario, ScenarioOptions
+from bench.scenario import V1, V2
 from tests.engine.test_engine_e2e import Stack
 from update_agent.remote_config.access import VehicleAccess
 from update_agent.remote_config.change import apply_change, plan_change
@@ -40,23 +39,10 @@ BODY_REFUSES_SPEED_LIMIT = {"refuse_config_write": {"did": 0xF1A1, "nrc": 0x22, 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    scenario = Scenario(ScenarioOptions(config_change=CHANGE, faults={"body": BODY_REFUSES_SPEED_LIMIT}))
-    scenario.up()
-    saved = os.environ.get("OTA_BENCH_HUB_DIR")
-    os.environ["OTA_BENCH_HUB_DIR"] = scenario.env["OTA_BENCH_HUB_DIR"]  # the in-process tester joins the bench
-    try:
-        stack = Stack(scenario)
-        stack.sup.up()
-        try:
-            yield stack
-        finally:
-            stack.sup.down()
-    finally:
-        if saved is None:
-            os.environ.pop("OTA_BENCH_HUB_DIR", None)
-        else:
-            os.environ["OTA_BENCH_HUB_DIR"] = saved
-        scenario.down()
+    with Stack.running(config_change=CHANGE, faults={"body": BODY_REFUSES_SPEED_LIMIT}) as stack, \
+            pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OTA_BENCH_HUB_DIR", stack.scenario.env["OTA_BENCH_HUB_DIR"])  # the in-process tester joins
+        yield stack
 
 
 def _config_command(stack: Stack, *argv: str) -> int:
