@@ -49,7 +49,6 @@ from update_agent.daemon_config import UpdateAgentConfig
 from update_agent.functional import changes_session, functional_buses, send_functional
 from update_agent.job_progress import ProgressThrottle
 from update_agent.jobs import FILENAME, Job, JobConflict, JobTable
-from update_agent.remote_config.access import VehicleAccess, read_value
 from update_agent.remote_config.change import VersionGateError, apply_change, plan_change, restore_values
 from update_agent.remote_config.items import Catalog, ConfigItem, items_path, load_items
 from update_agent.result import ProgressEvent
@@ -394,6 +393,8 @@ class UpdateAgentDaemon(Daemon):
         buses = {vehicle.ecus[e].bus for item in items for e in item.ecus}
 
         def run() -> dict[str, Any]:
+            from update_agent.remote_config.access import VehicleAccess  # cantools, CAN, UDS: loaded on first use
+
             with VehicleAccess(vehicle, catalog) as access:
                 try:
                     return apply_change(access, plan).to_dict()
@@ -416,6 +417,8 @@ class UpdateAgentDaemon(Daemon):
         self._config_items(m, [item for item, _, _ in previous])
 
         def run() -> dict[str, Any]:
+            from update_agent.remote_config.access import VehicleAccess  # cantools, CAN, UDS: loaded on first use
+
             with VehicleAccess(vehicle, catalog) as access:
                 return restore_values(access, catalog, previous).to_dict()
 
@@ -436,6 +439,8 @@ class UpdateAgentDaemon(Daemon):
         wanted = [(item, ecu) for item in items for ecu in item.ecus if not ecus or ecu in ecus]
 
         def run() -> list[dict[str, Any]]:
+            from update_agent.remote_config.access import VehicleAccess, read_value  # loaded on first use
+
             with VehicleAccess(vehicle, catalog) as access:
                 return [read_value(access, item, ecu) for item, ecu in wanted]
 
