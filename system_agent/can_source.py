@@ -40,6 +40,8 @@ class CanStateSource(VehicleStateSource):
         self.links: dict[str, CanLink] = {}
 
     def start(self) -> None:
+        with self._lock:
+            self.model.listen()
         try:
             for name, bus in self.vehicle.buses.items():
                 link = CanLink(bus)
@@ -63,6 +65,10 @@ class CanStateSource(VehicleStateSource):
     def readings(self) -> dict[str, SignalReading]:
         with self._lock:
             return self.model.readings()
+
+    def settling(self) -> float:
+        with self._lock:
+            return self.model.settling()
 
     def next_change(self) -> float | None:
         with self._lock:

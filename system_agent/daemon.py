@@ -56,6 +56,8 @@ class SystemDaemon(Daemon):
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._state_wake = asyncio.Event()
+        #: set (and replaced) by the watch whenever the state changes
+        self._state_news = asyncio.Event()
         self.source: VehicleStateSource | None = None
         self.broadcast: OtaModeBroadcast | None = None
         self.hold: PowerHold | None = None
@@ -130,6 +132,8 @@ class SystemDaemon(Daemon):
             now = (dict(state.values), state.problem)
             if now != last:
                 last = now
+                self._state_news.set()
+                self._state_news = asyncio.Event()
                 self.publish("system_agent.state.changed", {"values": dict(state.values), "source": state.source,
                                                            "problem": state.problem})
                 for phase in PHASES:
@@ -148,6 +152,30 @@ class SystemDaemon(Daemon):
             self._state_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._state_wake.wait(), timeout)
+
+    def settling(self) -> float:
+        """Seconds until every signal not heard since the start may count as unknown (0: now)."""
+        waits = [0.0]
+        if isinstance(self.source, CanStateSource):
+            waits.append(self.source.settling())
+        if self.network is not None:
+            waits.append(self.network.settling())
+        return max(waits)
+
+    async def settled_verdict(self, phase: str) -> tuple[VehicleState, Verdict]:
+        """The verdict on the state now; a failing one right after a start waits (on state changes) until
+        the signals not heard yet have had their full timeout, so a restart alone never fails a rule."""
+        while True:
+            news = self._state_news
+            snapshot = await self.snapshot()
+            verdict = evaluate(self.cfg.rules[phase], snapshot.values)
+            wait = 0.0 if verdict.ok else self.settling()
+            if wait <= 0.0:
+                return snapshot, verdict
+            log.info("system_agent: %s verdict waits up to %.2f s for signals not heard since the start (%s)",
+                     phase, wait, snapshot.problem)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(news.wait(), wait)
 
     @staticmethod
     def _verdict_json(phase: str, verdict: Verdict, state: VehicleState) -> dict[str, Any]:
@@ -211,8 +239,7 @@ class SystemDaemon(Daemon):
 
         async def check(call: Call) -> Any:
             phase = call.params["phase"]
-            snapshot = await self.snapshot()
-            verdict = evaluate(self.cfg.rules[phase], snapshot.values)
+            snapshot, verdict = await self.settled_verdict(phase)
             if not verdict.ok:
                 log.info("system_agent: %s preconditions fail: %s", phase,
                          "; ".join(f"{f.rule}: {f.value!r}, expected {f.expected}" for f in verdict.failed))

@@ -3,7 +3,8 @@
 The system agent holds no network credentials (only ``ota-dmclient`` does): it opens a TCP
 connection to the backend's host and port and closes it, every ``interval`` s. The result
 is a state signal like the CAN ones: with an age, and unknown once older than three
-intervals (a probe that hangs never leaves an old "reachable" standing).
+intervals (a probe that hangs never leaves an old "reachable" standing). Before the first
+probe has answered, :meth:`NetworkProbe.settling` says how long a verdict should wait for it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from agent.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 SIGNAL = "network_reachable"
+#: s after a probe's timeout for its result to be recorded
+RECORD_SLACK = 0.25
 
 
 class NetworkProbe:
@@ -35,12 +38,23 @@ class NetworkProbe:
         self.clock = clock
         self.value: bool | None = None
         self.at: float | None = None
+        #: when :meth:`run` began probing
+        self.since: float | None = None
 
     def reading(self) -> bool | None:
         """The last result, or None (unknown) before the first probe and once it is too old."""
         if self.at is None or self.clock() - self.at > 3 * self.interval:
             return None
         return self.value
+
+    def settling(self) -> float:
+        """Seconds the first probe may still take (0 once one has answered): its timeout from the start
+        of :meth:`run`, plus a moment to record the result."""
+        if self.at is not None:
+            return 0.0
+        now = self.clock()
+        start = now if self.since is None else self.since
+        return max(0.0, start + self.timeout + RECORD_SLACK - now)
 
     def record(self, reachable: bool) -> bool:
         """Take a probe's result; True if the reading changed."""
@@ -60,6 +74,7 @@ class NetworkProbe:
         return True
 
     async def run(self, on_change: Callable[[], None]) -> None:
+        self.since = self.clock()
         while True:
             if self.record(await self.probe()):
                 log.info("system_agent: backend %s:%d %s", self.host, self.port,

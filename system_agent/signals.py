@@ -8,6 +8,11 @@ timeout: ``GenMsgCycleTime`` of the message times ``stale_factor`` (or a fixed
 *unknown*: :meth:`SignalModel.values` leaves it out, so every precondition rule on it fails
 (:mod:`system_agent.preconditions`); a last value is never taken as still true.
 
+A signal not received *yet* says nothing until it has been listened for one full timeout:
+:meth:`SignalModel.settling` tells how long that still is, so a verdict asked right after a
+(re)start waits for the first frames instead of failing on silence that is only the gap
+before the next cycle.
+
 Values: a DBC value table gives its name (``gear: "P"``, ``ignition: "on"``), ``kind: bool``
 gives ``True``/``False``, anything else the scaled number.
 """
@@ -107,6 +112,12 @@ class SignalModel:
         self._raw: dict[tuple[int, bool], bytes] = {}
         #: frames that did not decode (wrong length, out of range), for status
         self.bad_frames = 0
+        #: when listening began (see :meth:`settling`)
+        self.since = self.clock()
+
+    def listen(self, now: float | None = None) -> None:
+        """Listening (re)starts now: the bus was just opened."""
+        self.since = self.clock() if now is None else now
 
     @property
     def frame_ids(self) -> set[int]:
@@ -161,6 +172,13 @@ class SignalModel:
     def values(self, now: float | None = None) -> dict[str, Any]:
         """The known signals only: never received and stale ones are left out (unknown)."""
         return {name: r.value for name, r in self.readings(now).items() if r.known}
+
+    def settling(self, now: float | None = None) -> float:
+        """Seconds until every signal never received has been listened for one full timeout (0: none
+        left). Until then its absence is no evidence; afterwards it is unknown like a stale one."""
+        now = self.clock() if now is None else now
+        waits = [self.since + self.timeouts[s.name] - now for s in self.specs if s.name not in self._seen]
+        return max([0.0, *waits])
 
     def next_change(self, now: float | None = None) -> float | None:
         """Seconds until the next fresh signal goes stale (None: none will)."""

@@ -214,23 +214,8 @@ class KillBench:
 
     def kill(self, pids: Mapping[str, int]) -> None:
         """SIGKILL the processes and wait until each is gone (reaped: the supervisor started them)."""
-        fds = {}
-        for name, pid in pids.items():
-            try:
-                fds[name] = os.pidfd_open(pid)
-            except ProcessLookupError:
-                continue
-        try:
-            for fd in fds.values():
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-            for name, fd in fds.items():
-                if not select.select([fd], [], [], EXIT_TIMEOUT)[0]:
-                    self.fail(f"{name} (pid {pids[name]}) still runs {EXIT_TIMEOUT:g} s after SIGKILL")
-                with suppress(ChildProcessError):
-                    os.waitpid(pids[name], 0)
-        finally:
-            for fd in fds.values():
-                os.close(fd)
+        for name in sigkill(pids):
+            self.fail(f"{name} (pid {pids[name]}) still runs {EXIT_TIMEOUT:g} s after SIGKILL")
 
     @contextmanager
     def paused(self, name: str, pid: int) -> Iterator[None]:
@@ -316,6 +301,31 @@ class KillRun:
                          for r in self.rows)
         return (f"campaign {self.campaign_id}: victim {self.victim}, killed at {[str(t) for t in self.hit]}, "
                 f"result {self.record.get('result')} ({self.record.get('detail')}), vehicle {self.version}\n{rows}")
+
+
+def sigkill(pids: Mapping[str, int], timeout: float = EXIT_TIMEOUT) -> list[str]:
+    """SIGKILL the processes (name -> pid) and wait on each pidfd until it is gone, reaping our children;
+    the names still running after ``timeout`` s (a pid already gone is skipped)."""
+    fds = {}
+    stuck = []
+    for name, pid in pids.items():
+        try:
+            fds[name] = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+    try:
+        for fd in fds.values():
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        for name, fd in fds.items():
+            if not select.select([fd], [], [], timeout)[0]:
+                stuck.append(name)
+                continue
+            with suppress(ChildProcessError):
+                os.waitpid(pids[name], 0)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return stuck
 
 
 def _occurred_since(target: Transition, rows: Sequence[JournalRow], mark: tuple[int, frozenset[int]]) -> bool:

@@ -24,6 +24,7 @@ import pytest
 from bench.canbus.paths import ENV_DIR
 from bench.scenario import DBC, V1, V2, Scenario, ScenarioOptions
 from bench.vehicle.scenarios import PARKED, SCENARIOS
+from tests.engine.killkit import sigkill
 from tests.engine.test_engine_e2e import CAMPAIGN_TIMEOUT, Stack
 from update_agent.version_frame import load_dbc
 
@@ -243,6 +244,21 @@ def test_parked_install_broadcasts_ota_mode_and_the_nodes_react(stack: Stack, bo
     dimmed = [t for t, d in body_bus.of("HEADUNIT_STATUS") if d["DisplayDimmed"] == 1]
     locked = [t for t, d in body_bus.of("BODY_STATUS") if d["BatteryLock"] == 1]
     assert dimmed and locked and ota[0] <= dimmed[0] and ota[0] <= locked[0]
+
+
+def test_a_restarted_system_agent_answers_on_the_vehicle_not_on_its_first_silence(stack: Stack) -> None:
+    """Asked the moment it is back (a power cut, a crash), the system agent waits for the frames of one
+    cycle instead of failing every rule on signals it has not heard yet."""
+    wait_verdict(stack, True)
+    pid = stack.sup.running_pid("system_agent")
+    assert pid is not None
+    assert not sigkill({"system_agent": pid})
+    stack.sup.up()
+    with stack.client("system_agent") as sa:
+        verdict = sa.call("system_agent.preconditions.check", {"phase": "install"})
+        download = sa.call("system_agent.preconditions.check", {"phase": "download"})
+    assert verdict["ok"], verdict
+    assert download["ok"], download  # the backend probe answered first
 
 
 def test_ota_mode_frame_stops_after_the_engine_is_killed(stack: Stack, body_bus: BusObserver) -> None:

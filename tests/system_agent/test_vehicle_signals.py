@@ -96,6 +96,23 @@ def test_a_repeated_frame_refreshes_the_age_but_wakes_nobody_a_change_or_a_retur
     assert model.values()["gear"] == "D"
 
 
+def test_a_signal_not_heard_yet_is_no_evidence_until_one_full_timeout_after_listening_began() -> None:
+    clock = Clock()
+    model = SignalModel(DBC, clock=clock)
+    model.listen()
+    assert model.settling() == pytest.approx(1.0)  # the doors: 200 ms cycle x 5
+    clock.now += 0.3
+    model.feed(*encode("VEHICLE_DYNAMICS", VehicleSpeed=0, Gear="P"))
+    assert model.settling() == pytest.approx(0.7)
+    for message in ("BATTERY_STATUS", "POWER_MODE", "DOOR_STATUS"):
+        model.feed(DBC.get_message_by_name(message).frame_id, bytes(8))
+    assert model.settling() == 0.0  # everything heard: a verdict needs no wait
+    silent = SignalModel(DBC, clock=clock)
+    silent.listen()
+    clock.now += 1.01
+    assert silent.settling() == 0.0 and silent.values() == {}  # a full timeout of silence: unknown, no more waiting
+
+
 def test_stale_timeout_from_the_cycle_time_or_configured() -> None:
     assert SignalModel(DBC, stale_factor=3).timeouts["tailgate_open"] == pytest.approx(0.6)  # 200 ms cycle
     assert set(SignalModel(DBC, stale_after=2.0).timeouts.values()) == {2.0}
@@ -227,8 +244,10 @@ def test_network_reachable_is_probed_and_goes_unknown_when_old() -> None:
         port = server.getsockname()[1]
         probe = NetworkProbe(f"https://127.0.0.1:{port}", interval=2.0, timeout=2.0, clock=clock)
         assert probe.reading() is None  # not probed yet: unknown
+        assert probe.settling() == pytest.approx(2.25)  # a verdict may wait for the first probe's answer
         assert probe.record(asyncio.run(probe.probe())) and probe.reading() is True
     closed = NetworkProbe(f"https://127.0.0.1:{port}", interval=2.0, timeout=2.0, clock=clock)
     assert asyncio.run(closed.probe()) is False  # nobody listens any more
     clock.now += 6.5  # three intervals without a probe: the old "reachable" does not stand
     assert probe.reading() is None
+    assert probe.settling() == 0.0  # it answered once: unknown now means unknown
