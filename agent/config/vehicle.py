@@ -80,6 +80,8 @@ class TimingConfig:
     tester_present_interval: float = 2.0  # s, while a session must be kept
     transfer_retries: int = 2  # re-sends of a timed-out TransferData, same counter
     response_pending_limit: float = 120.0  # s, cap on a chain of NRC 0x78
+    busy_repeat_delay: float = 0.1  # s before a request answered NRC 0x21 (busyRepeatRequest) is repeated
+    busy_limit: float = 30.0  # s of NRC 0x21 answers to one request before it fails
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,8 @@ def _timing(node: Node) -> TimingConfig:
         tester_present_interval=node.number("tester_present_interval", 2.0, minimum=0.1, maximum=60),
         transfer_retries=node.integer("transfer_retries", 2, minimum=0, maximum=10),
         response_pending_limit=node.number("response_pending_limit", 120.0, minimum=0.1, maximum=3600),
+        busy_repeat_delay=node.number("busy_repeat_delay", 0.1, minimum=0.001, maximum=60),
+        busy_limit=node.number("busy_limit", 30.0, minimum=0, maximum=3600),
     )
     node.done()
     if t.request_timeout < t.p2:

@@ -110,6 +110,47 @@ def test_a_negative_response_is_named(bench_vehicle: VehicleConfig) -> None:
     assert seen.nrcs == [(0x31, 0x72)]
 
 
+class FakeTime:
+    """Clock and sleep for the session: sleeping advances the clock (and is recorded)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_busy_repeat_request_is_repeated_after_the_delay_until_the_ecu_takes_it(
+        bench_vehicle: VehicleConfig) -> None:
+    answers = deque([[b"\x7f\x10\x21"], [b"\x7f\x10\x21"], [b"\x50\x02\x00\x32\x01\xf4"]])
+    conn = ScriptedConnection(lambda req: answers.popleft())
+    t = FakeTime()
+    session = UdsClientSession(_ecu(bench_vehicle, busy_repeat_delay=0.25), conn, clock=t.clock, sleep=t.sleep)
+    seen = Seen()
+    session.set_observer(seen)
+    session.change_session(0x02)  # the ECU finished what it was busy with: the third try is taken
+    assert conn.sent == [b"\x10\x02"] * 3  # the same request, repeated
+    assert t.slept == [0.25, 0.25]
+    assert seen.nrcs == [(0x10, 0x21)] * 2
+    assert [r[:2] for r in seen.retries] == [(0x10, 1), (0x10, 2)]
+
+
+def test_busy_repeats_are_bounded_by_busy_limit(bench_vehicle: VehicleConfig) -> None:
+    conn = ScriptedConnection(lambda req: [b"\x7f\x34\x21"])
+    t = FakeTime()
+    session = UdsClientSession(_ecu(bench_vehicle, busy_repeat_delay=0.5, busy_limit=2.0), conn,
+                               clock=t.clock, sleep=t.sleep)
+    with pytest.raises(NegativeResponseError, match=r"NRC 0x21 busyRepeatRequest \(still busy after 2\.0 s") as e:
+        session.request_download(0x10000, 16, address_bytes=4, length_bytes=4, data_format=0)
+    assert e.value.nrc == 0x21 and e.value.service == 0x34
+    assert len(conn.sent) == 5 and sum(t.slept) == 2.0  # 0, 0.5, 1.0, 1.5, 2.0 s: then it gives up
+
+
 def test_no_answer_is_a_timeout_naming_the_wait(bench_vehicle: VehicleConfig) -> None:
     session, _, _ = _session(_ecu(bench_vehicle, request_timeout=0.5), lambda req: [None])
     with pytest.raises(OtaTimeoutError, match=r"DiagnosticSessionControl: no response within 0\.5 s "

@@ -27,13 +27,19 @@ This session therefore configures the client as:
 A timed-out TransferData is re-sent with the same blockSequenceCounter up to
 ``timing.transfer_retries`` times (a bootloader acknowledges a repeated last
 block without writing it twice), except past the 0x78 chain cap: that ECU is
-still busy with the block and would only answer 0x21. Errors leave this class as the stack's
+still busy with the block and would only answer 0x21.
+
+A request answered NRC 0x21 (busyRepeatRequest: the ECU is still finishing something, e.g. an
+erase a tester that died had started) is repeated, as ISO 14229-1 asks of the client, every
+``timing.busy_repeat_delay`` s until ``timing.busy_limit`` s have passed; then the 0x21 is the
+error (clock and sleep injected). Errors leave this class as the stack's
 :mod:`agent.errors`, already named (``NRC 0x72 generalProgrammingFailure``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -62,7 +68,7 @@ from agent.errors import (
     TransportError,
 )
 from update_agent.uds.api import ServerTiming, SessionObserver
-from update_agent.uds.nrc import RESPONSE_PENDING, describe_nrc, service_name
+from update_agent.uds.nrc import BUSY_REPEAT_REQUEST, RESPONSE_PENDING, describe_nrc, service_name
 from update_agent.uds.tester_present import TesterPresentKeeper
 
 log = logging.getLogger(__name__)
@@ -109,8 +115,11 @@ class UdsClientSession:
     """:class:`~update_agent.uds.api.UdsSession` over a udsoncan client on an open connection."""
 
     def __init__(self, ecu: EcuConfig, conn: BaseConnection, *,
-                 functional: Callable[[bytes], None] | None = None) -> None:
+                 functional: Callable[[bytes], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.ecu = ecu.name
+        self._clock = clock
+        self._sleep = sleep
         self._timing = ecu.timing
         self._conn = conn
         self._client = Client(conn, config=client_config(ecu, self._on_pending))  # type: ignore[arg-type]
@@ -136,7 +145,29 @@ class UdsClientSession:
             self._observer.on_nrc(self._service, RESPONSE_PENDING)
 
     def _call(self, service: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run one udsoncan request; translate whatever it raises into the stack's errors."""
+        """Run one udsoncan request, repeated while the ECU answers 0x21 (see the module docstring);
+        translate whatever it raises into the stack's errors."""
+        busy_since: float | None = None
+        attempt = 0
+        while True:
+            try:
+                return self._call_once(service, fn, *args, **kwargs)
+            except NegativeResponseError as e:
+                if e.nrc != BUSY_REPEAT_REQUEST:
+                    raise
+                now = self._clock()
+                busy_since = now if busy_since is None else busy_since
+                waited = now - busy_since
+                if waited + self._timing.busy_repeat_delay > self._timing.busy_limit:
+                    raise NegativeResponseError(f"{e} (still busy after {waited:.1f} s of repeats, "
+                                                f"timing.busy_limit {self._timing.busy_limit:g} s)",
+                                                service=service, nrc=BUSY_REPEAT_REQUEST) from e
+                attempt += 1
+                if self._observer is not None:
+                    self._observer.on_retry(service, attempt, "NRC 0x21 busyRepeatRequest")
+                self._sleep(self._timing.busy_repeat_delay)
+
+    def _call_once(self, service: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         self._service = service
         self._pending = 0
         name = service_name(service)

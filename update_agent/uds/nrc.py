@@ -11,6 +11,7 @@ SERVICE_NAMES = {
     0x37: "RequestTransferExit", 0x3E: "TesterPresent", 0x85: "ControlDTCSetting",
 }
 
+BUSY_REPEAT_REQUEST = 0x21
 RESPONSE_PENDING = 0x78
 
 

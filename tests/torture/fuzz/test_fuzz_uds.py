@@ -34,7 +34,7 @@ def _ecu() -> EcuConfig:
     ecu = load_vehicle_config(VEHICLE_TEMPLATE).ecu("engine")
     # a silent ECU ends a request at once: the waits are not what is tested here
     return replace(ecu, timing=replace(ecu.timing, p2=0.001, p2_star=0.002, request_timeout=0.002,
-                                       response_pending_limit=0.05, transfer_retries=1))
+                                       response_pending_limit=0.05, transfer_retries=1, busy_limit=0.0))
 
 
 ECU = _ecu()

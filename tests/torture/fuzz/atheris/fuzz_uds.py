@@ -26,7 +26,7 @@ from _harness import run
 with resources.as_file(resources.files("configs") / "bench-vehicle.yaml") as _path:
     _ecu = load_vehicle_config(_path).ecu("engine")
 ECU = replace(_ecu, timing=replace(_ecu.timing, p2=0.001, p2_star=0.002, request_timeout=0.002,
-                                   response_pending_limit=0.05, transfer_retries=1))
+                                   response_pending_limit=0.05, transfer_retries=1, busy_limit=0.0))
 
 
 class Answers(BaseConnection):  # type: ignore[misc]
