@@ -1,13 +1,20 @@
 """The vehicle state from the buses: every bus of the vehicle config, frames into a :class:`SignalModel`.
 
-One :class:`~update_agent.uds.transport.CanLink` per bus (python-can bus + notifier, the
-same as the update agent's); the notifier threads feed the model under a lock; a snapshot
-is the model's known values (stale and never-received signals left out) with where they
-came from. :meth:`CanStateSource.links` lets the OTA-mode broadcast send on the same buses.
+One :class:`~update_agent.uds.canlink.CanLink` per bus (python-can bus + notifier, the
+same as the update agent's), opened with acceptance filters for the DBC messages the model
+decodes (``can_filters``: in the kernel on socketcan, in the hub on the bench), so the other
+traffic (version frames, UDS) never wakes the daemon. Given the daemon's event loop, a bus
+with a file descriptor (socketcan, the bench's ``benchhub``) is read from the loop when it is
+readable (``loop.add_reader``, as python-can's ``Notifier(loop=...)``), every waiting frame at
+once, instead of by a notifier thread per bus; other buses get the link's notifier thread.
+Frames feed the model under a lock; a snapshot is the model's known values (stale and
+never-received signals left out) with where they came from. :meth:`CanStateSource.links`
+lets the OTA-mode broadcast send on the same buses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -19,7 +26,7 @@ import can
 from agent.config.vehicle import VehicleConfig
 from system_agent.signals import SignalModel, SignalReading, SignalSpec
 from system_agent.vehicle_state import VehicleState, VehicleStateSource
-from update_agent.uds.transport import CanLink
+from update_agent.uds.canlink import CanLink
 from update_agent.version_frame import load_dbc
 
 log = logging.getLogger(__name__)
@@ -38,23 +45,48 @@ class CanStateSource(VehicleStateSource):
         self.on_frame = on_frame
         self._lock = threading.Lock()
         self.links: dict[str, CanLink] = {}
+        #: file descriptors read from the event loop (see the module docstring)
+        self._readers: dict[int, asyncio.AbstractEventLoop] = {}
 
-    def start(self) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Open every bus and listen; on ``loop`` (the caller's running event loop) where the bus allows."""
         with self._lock:
             self.model.listen()
         try:
+            filters: list[can.typechecking.CanFilter] = [
+                {"can_id": frame_id, "can_mask": 0x1FFFFFFF if extended else 0x7FF, "extended": extended}
+                for frame_id, extended in sorted(self.model.frame_keys)]
             for name, bus in self.vehicle.buses.items():
-                link = CanLink(bus)
+                link = CanLink(bus, can_filters=filters)
                 self.links[name] = link
-                link.notifier.add_listener(self._receive)
+                fd = _fileno(link.bus) if loop is not None else -1
+                if loop is not None and fd >= 0:
+                    loop.add_reader(fd, self._drain, name, link.bus, fd)
+                    self._readers[fd] = loop
+                else:
+                    link.notifier.add_listener(self._receive)
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
+        for fd, loop in list(self._readers.items()):
+            loop.remove_reader(fd)
+        self._readers = {}
         for link in self.links.values():
             link.close()
         self.links = {}
+
+    def _drain(self, name: str, bus: can.BusABC, fd: int) -> None:
+        """The bus is readable: take every frame waiting (an interface may have read several at once)."""
+        try:
+            while (msg := bus.recv(0)) is not None:
+                self._receive(msg)
+        except (can.CanError, OSError) as e:  # as a notifier thread ends on a bus error: stop reading it
+            log.error("system_agent: bus %s: %s; no longer listening on it", name, e)
+            loop = self._readers.pop(fd, None)
+            if loop is not None:
+                loop.remove_reader(fd)
 
     def _receive(self, msg: can.Message) -> None:
         with self._lock:
@@ -88,3 +120,10 @@ class CanStateSource(VehicleStateSource):
 
     def to_json(self) -> dict[str, Any]:
         return {name: r.to_json() for name, r in self.readings().items()}
+
+
+def _fileno(bus: can.BusABC) -> int:
+    try:
+        return bus.fileno()
+    except NotImplementedError:
+        return -1

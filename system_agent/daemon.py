@@ -80,7 +80,7 @@ class SystemDaemon(Daemon):
             source = CanStateSource(load_vehicle_config(cfg.can.vehicle_config), cfg.can.dbc, cfg.can.signals,
                                     stale_factor=cfg.can.stale_factor, stale_after=cfg.can.stale_after,
                                     on_frame=lambda: _set_from_thread(loop, self._state_wake))
-            source.start()
+            source.start(loop)  # buses with a file descriptor are read from this loop, not by threads
             self.source = source
             self.broadcast = OtaModeBroadcast({n: link.bus for n, link in source.links.items()}, source.db,
                                               cfg.can.ota_mode_message)

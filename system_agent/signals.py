@@ -123,6 +123,11 @@ class SignalModel:
     def frame_ids(self) -> set[int]:
         return {frame_id for frame_id, _ext in self._by_id}
 
+    @property
+    def frame_keys(self) -> set[tuple[int, bool]]:
+        """(frame id, extended) of every message the model decodes."""
+        return set(self._by_id)
+
     def feed(self, frame_id: int, data: bytes, *, extended: bool = False, at: float | None = None) -> bool:
         """Take one frame of ours; True if it changed what the model knows (a new value, or a signal
         that was never seen or had gone stale), so a listener wakes only for a change.

@@ -20,6 +20,12 @@ of congestion it is marked *overrun*, as a CAN controller whose receive FIFO
 overflows: frames for it are dropped and counted, with a warning, until it
 drains again; the other nodes carry on.
 
+A node may set acceptance filters (:mod:`bench.canbus.wire` filter records, what
+``can.Bus(..., can_filters=[...])`` or ``bus.set_filters()`` send on a ``benchhub`` bus): the
+hub then writes it only the frames that match, as a CAN controller's hardware filters keep
+the others from its host, and a listener interested in a few identifiers is not woken by
+the rest of the traffic.
+
 Each channel can inject faults (:mod:`bench.canbus.faults`: drop, delay, a
 detected error with retransmission, an undetected corruption) at a seeded
 rate, set at start (``faults``) or at run time through the channel's control
@@ -72,6 +78,8 @@ class _Node(asyncio.Protocol):
         #: frames waiting for the emulated wire: (arbitration key, wire seconds, arrival, record)
         self.tx: collections.deque[tuple[tuple[int, int], float, float, bytes]] = collections.deque()
         self.tx_paused = False
+        #: acceptance filters (None: every frame)
+        self.filters: list[wire.Filter] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -92,6 +100,13 @@ class _Node(asyncio.Protocol):
             assert self.transport is not None
             self.transport.close()
             return
+        if any(wire.is_filter(r) for r in records):
+            for r in records:
+                if wire.is_filter(r):
+                    self.filters = wire.apply_filter_record(r, self.filters)
+                    assert self.transport is not None
+                    self.transport.write(wire.filter_ack(r))  # frames after it pass the new filters
+            records = [r for r in records if not wire.is_filter(r)]
         if records:
             self.channel.submit(self, records)
 
@@ -231,13 +246,20 @@ class _Channel:
             self._held_timer = loop.call_at(self._held[0][0], self._release_held)
 
     def forward(self, sender: _Node, data: bytes) -> None:
+        records: list[bytes] | None = None
         for node in self.nodes:
             if node is sender or node.transport is None:
                 continue
             if node.overrun:
                 node.dropped += 1
                 continue
-            node.transport.write(data)
+            out = data
+            if node.filters is not None:
+                records = wire.split(bytearray(data)) if records is None else records
+                out = b"".join(r for r in records if wire.matches(r, node.filters))
+                if not out:
+                    continue
+            node.transport.write(out)
 
     def congested(self, node: _Node, on: bool) -> None:
         timer = self._stall_timers.pop(node, None)

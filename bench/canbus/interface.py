@@ -9,6 +9,10 @@ Why not a stock interface: ``virtual`` stays inside one process,
 ``socketcand`` needs a kernel CAN device behind the daemon and has no CAN FD.
 The hub relays over Unix stream sockets, so nothing is lost and every node
 sees frames in one order, as on a real bus.
+
+``can_filters`` (or ``set_filters``) are applied by the hub, as acceptance filters in a
+controller or the kernel's ``CAN_RAW_FILTER`` on socketcan: frames that match none never
+reach this process. python-can still checks each received frame against them.
 """
 
 from __future__ import annotations
@@ -60,7 +64,40 @@ class BenchHubBus(BusABC):
         self.channel = str(channel)
         self.channel_info = f"bench hub {channel} ({path})"
         self._can_protocol = CanProtocol.CAN_FD if fd else CanProtocol.CAN_20
+        self._hub_filters: list[wire.Filter] | None = None
+        #: filter records the hub has not acknowledged yet: until then frames are checked here too
+        self._unacked = 0
         super().__init__(channel=channel, can_filters=can_filters, **kwargs)
+
+    def _apply_filters(self, filters: can.typechecking.CanFilters | None) -> None:
+        """Hand the filters to the hub (python-can calls this from ``__init__`` and ``set_filters``)."""
+        record = wire.encode_filters(filters)
+        parts = wire.split(bytearray(record))
+        hub_filters: list[wire.Filter] | None = None
+        for part in parts:
+            hub_filters = wire.apply_filter_record(part, hub_filters)
+        self._hub_filters = hub_filters
+        if hub_filters is not None:  # what was read under the previous filters
+            self._inbox = collections.deque(r for r in self._inbox if wire.matches(r, hub_filters))
+        self._unacked += len(parts)  # the hub acks each
+        with self._send_lock:
+            try:
+                self._sock.sendall(record)
+            except OSError as e:
+                raise can.CanOperationError(f"bench bus {self.channel!r}: {e}") from e
+
+    def _received(self, records: list[bytes]) -> list[bytes]:
+        """The frames among records read from the hub: acks counted; while one is awaited, frames
+        relayed before the hub had the new filters are dropped here."""
+        if not self._unacked:
+            return records
+        frames = []
+        for r in records:
+            if wire.is_filter(r):
+                self._unacked -= 1
+            elif not self._unacked or wire.matches(r, self._hub_filters):
+                frames.append(r)
+        return frames
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -72,24 +109,28 @@ class BenchHubBus(BusABC):
             deadline = None if timeout is None else time.monotonic() + timeout
             while not self._inbox:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ready, _, _ = select.select([self._sock], [], [], remaining)
-                if not ready:
-                    return None, False
+                if remaining != 0.0:  # a poll (recv(0), as a notifier's or an event loop's) needs no select
+                    ready, _, _ = select.select([self._sock], [], [], remaining)
+                    if not ready:
+                        return None, False
                 try:
-                    chunk = self._sock.recv(262144)
+                    chunk = self._sock.recv(262144, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    return None, False
                 except OSError as e:
                     raise can.CanOperationError(f"bench bus {self.channel!r}: {e}") from e
                 if not chunk:
                     raise can.CanOperationError(f"bench bus {self.channel!r}: hub closed the connection")
                 self._buffer += chunk
                 try:
-                    self._inbox.extend(wire.split(self._buffer))
+                    records = wire.split(self._buffer)
                 except ValueError as e:
                     raise can.CanOperationError(str(e)) from e
+                self._inbox.extend(self._received(records))
                 if deadline is not None and time.monotonic() >= deadline and not self._inbox:
                     return None, False
         record = self._inbox.popleft()
-        return wire.decode(record, channel=self.channel, timestamp=time.time()), False
+        return wire.decode(record, channel=self.channel, timestamp=time.time()), self._hub_filters is not None
 
     def send(self, msg: can.Message, timeout: float | None = None) -> None:
         if msg.is_fd and self._can_protocol is not CanProtocol.CAN_FD:

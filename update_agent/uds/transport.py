@@ -39,6 +39,9 @@ from udsoncan.connections import BaseConnection, IsoTPSocketConnection, PythonIs
 
 from agent.config.vehicle import PREFIX_MODES, BusConfig, EcuConfig, IsoTpConfig
 from agent.errors import ConfigurationError, TransportError
+from update_agent.uds.canlink import NOTIFIER_TIMEOUT as NOTIFIER_TIMEOUT  # re-exported: CanLink lives there
+from update_agent.uds.canlink import SHORT_NOTIFIER_TIMEOUT as SHORT_NOTIFIER_TIMEOUT
+from update_agent.uds.canlink import CanLink as CanLink
 
 log = logging.getLogger(__name__)
 
@@ -142,60 +145,6 @@ def isotp_params(ecu: EcuConfig, bus: BusConfig) -> dict[str, Any]:
         params.setdefault("can_fd", True)
         params.setdefault("bitrate_switch", bus.data_bitrate is not None and bus.data_bitrate != bus.bitrate)
     return params
-
-
-#: s the notifier thread blocks in one ``recv`` (``CanLink(notifier_timeout=...)``); closing a link waits
-#: up to this for the thread to end. A link that lives as long as its daemon (a listener) takes the
-#: longer one: fewer wake-ups on a quiet bus, so less idle CPU
-NOTIFIER_TIMEOUT = 0.1
-#: for the links of one version read or one flash, closed after their work: 0.1 s would be added to
-#: every read, baseline match and flash
-SHORT_NOTIFIER_TIMEOUT = 0.02
-
-
-class CanLink:
-    """One python-can bus and its notifier, shared by every ECU connection on that bus."""
-
-    def __init__(self, bus: BusConfig, *, notifier_timeout: float = NOTIFIER_TIMEOUT) -> None:
-        self.config = bus
-        self.notifier_timeout = notifier_timeout
-        kwargs: dict[str, Any] = dict(bus.options)
-        kwargs.setdefault("bitrate", bus.bitrate)
-        if bus.fd:
-            kwargs.setdefault("fd", True)
-            if bus.data_bitrate is not None:
-                kwargs.setdefault("data_bitrate", bus.data_bitrate)
-        try:
-            self.bus: can.BusABC = can.Bus(interface=bus.interface, channel=bus.channel, **kwargs)
-        except (can.CanError, OSError, ValueError) as e:
-            raise TransportError(
-                f"bus {bus.name}: cannot open {bus.interface} channel {bus.channel!r}: {e}") from e
-        self._notifier: can.Notifier | None = None
-
-    @property
-    def notifier(self) -> can.Notifier:
-        """The bus's receive thread, started on first use: a link that only sends (functional
-        requests) has none, so it opens and closes without a thread."""
-        if self._notifier is None:
-            self._notifier = can.Notifier(self.bus, [], timeout=self.notifier_timeout)
-        return self._notifier
-
-    def send(self, message: can.Message) -> None:
-        try:
-            self.bus.send(message)
-        except (can.CanError, OSError) as e:
-            raise TransportError(f"bus {self.config.name}: send failed: {e}") from e
-
-    def close(self) -> None:
-        if self._notifier is not None:
-            self._notifier.stop()
-        self.bus.shutdown()
-
-    def __enter__(self) -> CanLink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def python_stack(ecu: EcuConfig, link: CanLink, stack_factory: StackFactory | None = None,
