@@ -28,7 +28,7 @@ from pathlib import Path
 from agent.errors import VerificationError
 from dmclient.digests import Hashes, hash_file
 from dmclient.durable import fsync_dir, publish
-from dmclient.errors import StorageFullError
+from dmclient.errors import StorageFullError, disk_full_as_storage_error
 from dmclient.state import CacheRecord, StateDb
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ class PackageCache:
         self.tmp = root / "tmp"
         self.parts = root / "parts"
         for d in (self.objects, self.tmp, self.parts):
-            d.mkdir(parents=True, exist_ok=True)
+            with disk_full_as_storage_error("creating the cache directory", d):
+                d.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
 
     # -- lookup -------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Order of checks: the base image is read into memory and its SHA-256 / SHA-512 mu
 what the delta was made from (checked on the very bytes that are patched, so a base
 changed on disk in between cannot slip through); then ``bsdiff4.patch`` rebuilds the
 target, whose length and digests must equal the target's; only then is the result
-written (to a private temp file, fsynced) for the cache to admit.
+written (to a private temp file, fsynced) for the cache to admit. A disk that fills up
+while it is written is a :class:`~dmclient.errors.StorageFullError` naming the file, and
+the half-written file is removed.
 
 Memory: ``bsdiff4`` works on whole buffers, so a reconstruction holds the base, the
 patch and the result at once (plus bsdiff4's decompressed control / diff / extra blocks
@@ -24,6 +26,7 @@ import bsdiff4
 
 from agent.errors import VerificationError
 from dmclient.digests import Hashes, verify_hashes
+from dmclient.partfile import PartFile, Writer
 
 
 class DeltaTooLarge(VerificationError):
@@ -43,8 +46,11 @@ def _digests(data: bytes, *, sha512: bool) -> Hashes:
 
 
 def apply_delta(base: Path, patch: Path, out: Path, *, base_hashes: Hashes, target_hashes: Hashes,
-                target_length: int, max_bytes: int, what: str) -> Hashes:
-    """Rebuild the target into ``out``; its verified digests. ``out`` exists only on success."""
+                target_length: int, max_bytes: int, what: str, write: Writer = os.write) -> Hashes:
+    """Rebuild the target into ``out``; its verified digests. ``out`` exists only on success.
+
+    ``write`` is the low-level write (injectable, as for a download's ``.part``); the disk filling up
+    while ``out`` is written is :class:`~dmclient.errors.StorageFullError`, the base untouched."""
     if target_length > max_bytes:
         raise DeltaTooLarge(f"{what}: target of {target_length} bytes exceeds the delta limit of "
                             f"{max_bytes} bytes (bsdiff4 reconstruction holds it in memory)")
@@ -66,11 +72,9 @@ def apply_delta(base: Path, patch: Path, out: Path, *, base_hashes: Hashes, targ
     verify_hashes(target_hashes, digests, f"{what}: delta result")
     ok = False
     try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as f:
+        with PartFile.create(out, write=write) as f:  # a full disk: StorageFullError naming ``out``
             f.write(result)
-            f.flush()
-            os.fsync(f.fileno())
+            f.sync()
         ok = True
     finally:
         if not ok:

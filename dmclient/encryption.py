@@ -25,20 +25,22 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import ConfigurationError, VerificationError
 from dmclient.digests import Hashes, StreamHasher
+from dmclient.keyfile import EC_P256, check_private_key_file
+from dmclient.partfile import PartFile, Writer
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+# cryptography (~7 MiB resident) is imported by the functions that use it: an idle
+# dmclient that has parsed orders but decrypted nothing has not loaded it.
 
 ALGORITHM = "AES-256-GCM"
 KEY_WRAP = "ECDH-ES-P256-HKDF-SHA256-A256KW"
@@ -95,16 +97,24 @@ class EncryptionSpec:
 
 
 def _point(key: ec.EllipticCurvePublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
 
 
 def _kek(shared: bytes, ephemeral: bytes, vehicle: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                 info=_INFO + ephemeral + vehicle).derive(shared)
 
 
 def wrap_content_key(vehicle_key: ec.EllipticCurvePublicKey, content_key: bytes) -> tuple[bytes, bytes]:
     """Sender side: ``(ephemeral_key, wrapped_key)`` for ``content_key`` (32 bytes)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
     if len(content_key) != 32:
         raise ValueError("content key must be 32 bytes (AES-256)")
     ephemeral = ec.generate_private_key(ec.SECP256R1())
@@ -115,6 +125,9 @@ def wrap_content_key(vehicle_key: ec.EllipticCurvePublicKey, content_key: bytes)
 
 def unwrap_content_key(vehicle_key: ec.EllipticCurvePrivateKey, spec: EncryptionSpec, what: str) -> bytes:
     """Vehicle side: the content key, or VerificationError if it was not wrapped to this key."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
+
     try:
         e_pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), spec.ephemeral_key)
     except ValueError as e:
@@ -128,6 +141,9 @@ def unwrap_content_key(vehicle_key: ec.EllipticCurvePrivateKey, spec: Encryption
 
 
 def load_vehicle_key(path: Path, *, source: str | None = None) -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as e:
@@ -139,8 +155,32 @@ def load_vehicle_key(path: Path, *, source: str | None = None) -> ec.EllipticCur
     return key
 
 
+class VehicleKeyFile:
+    """The vehicle decryption key: its file checked now (standard library), loaded on first use.
+
+    The check refuses what :func:`load_vehicle_key` would (unreadable, not PEM, not EC P-256)
+    with the same message; :meth:`key` loads it with cryptography once, when the first
+    encrypted target needs it.
+    """
+
+    def __init__(self, path: Path, *, source: str | None = None) -> None:
+        check_private_key_file(path, (EC_P256,), what="vehicle decryption key", source=source, key="encryption_key")
+        self.path = path
+        self.source = source
+        self._key: ec.EllipticCurvePrivateKey | None = None
+        self._lock = threading.Lock()
+
+    def key(self) -> ec.EllipticCurvePrivateKey:
+        with self._lock:
+            if self._key is None:
+                self._key = load_vehicle_key(self.path, source=self.source)
+            return self._key
+
+
 def encrypt_file(src: Path, dst: Path, content_key: bytes, nonce: bytes, *, chunk: int = 1 << 20) -> None:
     """Sender side (bench, release builder): ``dst = AES-256-GCM(src) || tag``, streamed."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     enc = Cipher(algorithms.AES(content_key), modes.GCM(nonce)).encryptor()
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         while block := fin.read(chunk):
@@ -150,11 +190,15 @@ def encrypt_file(src: Path, dst: Path, content_key: bytes, nonce: bytes, *, chun
 
 
 def decrypt_file(src: Path, dst: Path, content_key: bytes, nonce: bytes, *, what: str,
-                 chunk: int = 1 << 20) -> StreamHasher:
+                 chunk: int = 1 << 20, write: Writer = os.write) -> StreamHasher:
     """Decrypt ``src`` (ciphertext || tag) into ``dst``; plaintext digests on success.
 
-    ``dst`` exists only if the tag verified: on any failure it is deleted.
+    ``dst`` exists only if the tag verified: on any failure it is deleted. ``write`` is the low-level
+    write (injectable); a disk that fills up is :class:`~dmclient.errors.StorageFullError` naming ``dst``.
     """
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     size = src.stat().st_size
     if size < TAG_BYTES:
         raise VerificationError(f"{what}: encrypted object is {size} bytes, shorter than a GCM tag")
@@ -164,8 +208,7 @@ def decrypt_file(src: Path, dst: Path, content_key: bytes, nonce: bytes, *, what
     buf = bytearray(chunk + 15)  # update_into needs len(data) + block_size - 1 of room
     ok = False
     try:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+        with open(src, "rb") as fin, PartFile.create(dst, write=write) as fout:  # full disk: StorageFullError
             remaining = body
             while remaining:
                 block = fin.read(min(chunk, remaining))
@@ -184,8 +227,7 @@ def decrypt_file(src: Path, dst: Path, content_key: bytes, nonce: bytes, *, what
                                         "tampered ciphertext); plaintext discarded") from e
             fout.write(tail)
             hasher.update(tail)
-            fout.flush()
-            os.fsync(fout.fileno())
+            fout.sync()
         ok = True
         return hasher
     finally:

@@ -20,20 +20,22 @@ ever sees :class:`~agent.errors.OtaError` branches and can decide retry or not:
 from __future__ import annotations
 
 import abc
-import http.client
 import re
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
-
-import requests
+from typing import TYPE_CHECKING
 
 from agent.errors import OtaError, OtaTimeoutError, ProtocolError, TransportError
 from dmclient.errors import HttpStatusError, TlsRefusedError, UntrustedServerError
 from dmclient.retry import parse_retry_after
+
+if TYPE_CHECKING:
+    import requests
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -174,8 +176,13 @@ def normalise(e: BaseException, url: str) -> OtaError:
         if isinstance(err, ssl.SSLEOFError):
             return TransportError(f"{url}: server closed the connection during the TLS handshake; "
                                   f"{_REFUSED_HINT}")
+    import http.client  # both loaded already when a requests call raised
+
+    import requests
+
     if any(isinstance(x, http.client.RemoteDisconnected) for x in chain):
         return TransportError(f"{url}: server closed the connection without answering; {_REFUSED_HINT}")
+
     if isinstance(e, requests.exceptions.Timeout | TimeoutError):
         return OtaTimeoutError(f"{url}: timed out: {e}")
     if isinstance(e, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema
@@ -185,14 +192,30 @@ def normalise(e: BaseException, url: str) -> OtaError:
 
 
 class RequestsFetcher(Fetcher):
-    """:class:`Fetcher` over a ``requests.Session`` (mutual TLS is configured on the session)."""
+    """:class:`Fetcher` over a ``requests.Session`` (mutual TLS is configured on the session).
 
-    def __init__(self, session: requests.Session, *, connect_timeout: float, read_timeout: float,
-                 chunk_size: int = 256 * 1024, clock: Callable[[], float] = time.time) -> None:
-        self.session = session
+    ``session`` may be a function that builds it (``functools.partial(build_session, ...)``):
+    it is then called once, on the first use of :attr:`session`, so a daemon that has not
+    fetched anything yet has not imported requests.
+    """
+
+    def __init__(self, session: requests.Session | Callable[[], requests.Session], *, connect_timeout: float,
+                 read_timeout: float, chunk_size: int = 256 * 1024, clock: Callable[[], float] = time.time) -> None:
+        self._session: requests.Session | None = None if callable(session) else session
+        self._build: Callable[[], requests.Session] | None = session if callable(session) else None
+        self._session_lock = threading.Lock()
         self.timeout = (connect_timeout, read_timeout)
         self.chunk_size = chunk_size
         self.clock = clock
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            with self._session_lock:
+                if self._session is None:
+                    assert self._build is not None
+                    self._session = self._build()
+        return self._session
 
     def _fetch(self, url: str, *, offset: int, if_range: str | None) -> FetchResponse:
         headers: dict[str, str] = {}

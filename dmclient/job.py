@@ -24,15 +24,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING
 
 from agent.errors import ConfigurationError, VerificationError
 from dmclient.cache import PackageCache
 from dmclient.control import TransferControl
 from dmclient.delta import apply_delta
 from dmclient.digests import Hashes
-from dmclient.encryption import decrypt_file, unwrap_content_key
+from dmclient.encryption import VehicleKeyFile, decrypt_file, unwrap_content_key
 from dmclient.fetcher import Fetcher
 from dmclient.order import TargetSpec
 from dmclient.partfile import Writer
@@ -40,6 +39,9 @@ from dmclient.retry import RetryPolicy
 from dmclient.space import check_free_space
 from dmclient.state import StateDb
 from dmclient.transfer import Blob, ResumableTransfer
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,8 @@ class JobSettings:
     checkpoint_bytes: int
     delta_max_bytes: int
     min_free_bytes: int
-    vehicle_key: ec.EllipticCurvePrivateKey | None = None
+    #: the key, or its file loaded on first use (what the daemon passes)
+    vehicle_key: ec.EllipticCurvePrivateKey | VehicleKeyFile | None = None
     write: Writer = os.write
 
 
@@ -144,7 +147,7 @@ class TargetJob:
         try:
             digests = apply_delta(base, outcome.path, out, base_hashes=spec.delta.base, target_hashes=spec.hashes,
                                   target_length=spec.length, max_bytes=self.settings.delta_max_bytes,
-                                  what=spec.name)
+                                  what=spec.name, write=self.settings.write)
         except VerificationError as e:
             transfer.discard()
             self._fall_back(str(e))
@@ -162,7 +165,10 @@ class TargetJob:
             if self.settings.vehicle_key is None:
                 raise ConfigurationError(f"{spec.name}: target is encrypted but no vehicle decryption key "
                                          "is configured (encryption_key)")
-            key = unwrap_content_key(self.settings.vehicle_key, spec.encryption, spec.name)
+            vehicle_key = self.settings.vehicle_key
+            if isinstance(vehicle_key, VehicleKeyFile):
+                vehicle_key = vehicle_key.key()
+            key = unwrap_content_key(vehicle_key, spec.encryption, spec.name)
         extra = spec.length if key is not None else 0
         check_free_space(self.cache.root, self._remaining(blob) + extra,
                          reserve=self.settings.min_free_bytes, what=spec.name)
@@ -180,7 +186,8 @@ class TargetJob:
         self.on_phase("decrypting")
         out = self.cache.temp_path(f"{spec.hashes.sha256}.plain")
         try:
-            hasher = decrypt_file(outcome.path, out, key, spec.encryption.nonce, what=spec.name)
+            hasher = decrypt_file(outcome.path, out, key, spec.encryption.nonce, what=spec.name,
+                                  write=self.settings.write)
             if hasher.length != spec.length:
                 raise VerificationError(f"{spec.name}: decrypted image is {hasher.length} bytes, "
                                         f"expected {spec.length}")

@@ -1,29 +1,36 @@
-"""The durable partial file of a download (``<key>.part``).
+"""The durable partial file of a download (``<key>.part``), and every other file dmclient writes.
 
 A thin wrapper over a raw file descriptor (no Python buffering, so what was written is
 what :meth:`sync` makes durable). The low-level write is injectable so tests can make
 the disk fill up on demand. ``ENOSPC`` (and ``EDQUOT``) become
 :class:`~dmclient.errors.StorageFullError`; the caller then truncates back to the last
-committed length so the file and the state database agree again.
+committed length so the file and the state database agree again. The decryption and the
+delta reconstruction write their output through :meth:`PartFile.create` the same way.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from dmclient.errors import StorageFullError
+from dmclient.errors import disk_full_as_storage_error
 
 Writer = Callable[[int, memoryview], int]
 
 
 class PartFile:
-    def __init__(self, path: Path, *, write: Writer = os.write) -> None:
+    def __init__(self, path: Path, *, write: Writer = os.write, fresh: bool = False) -> None:
         self.path = path
         self._write = write
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if fresh else 0)
+        with disk_full_as_storage_error("creating", path):
+            self._fd = os.open(path, flags, 0o600)
+
+    @classmethod
+    def create(cls, path: Path, *, write: Writer = os.write) -> PartFile:
+        """A new, empty file at ``path`` (an existing one is emptied)."""
+        return cls(path, write=write, fresh=True)
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size
@@ -39,22 +46,14 @@ class PartFile:
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
-        try:
+        with disk_full_as_storage_error("writing", self.path):
             while view:
                 n = self._write(self._fd, view)
                 view = view[n:]
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFullError(f"disk full while writing {self.path}: {e.strerror}") from e
-            raise
 
     def sync(self) -> None:
-        try:
+        with disk_full_as_storage_error("syncing", self.path):
             os.fsync(self._fd)
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFullError(f"disk full while syncing {self.path}: {e.strerror}") from e
-            raise
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -10,7 +10,6 @@ rather than parking the download silently.
 
 from __future__ import annotations
 
-import email.utils
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +49,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     text = value.strip()
     if text.isascii() and text.isdigit():  # not "²" (isdigit, no int) nor 5000 digits (past int()'s limit)
         return float(text)  # an absurd delay is inf: longer than max_retry_after, refused clearly
+    import email.utils  # loaded with requests on the first download, not in an idle daemon
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

@@ -10,11 +10,12 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-import requests
-from requests.adapters import HTTPAdapter
+from typing import TYPE_CHECKING
 
 from agent.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import requests
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,9 @@ class TlsFiles:
 
     def check(self, source: str | None = None, section: str = "dmclient.backend") -> None:
         """Load every file once; ConfigurationError naming the file, the config key and the reason."""
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        # a bare context: create_default_context() would also parse the system's CA store (~1 MiB
+        # resident, for nothing: only the OEM CA is trusted, by the session's own verify=ca_file)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         try:
             ctx.load_verify_locations(cafile=str(self.ca_file))
         except (OSError, ssl.SSLError) as e:
@@ -53,8 +56,13 @@ def build_session(tls: TlsFiles, *, pool_size: int) -> requests.Session:
     """A requests session presenting our client certificate and trusting only the OEM CA.
 
     No transport-level retries (the download loop retries with resume); ``identity``
-    encoding so byte offsets are those of the file; at most 5 redirects.
+    encoding so byte offsets are those of the file; at most 5 redirects. requests (and
+    urllib3, charset_normalizer: ~7 MiB) is imported here, on the first download or check,
+    not when the daemon starts.
     """
+    import requests
+    from requests.adapters import HTTPAdapter
+
     session = requests.Session()
     session.verify = str(tls.ca_file)
     if tls.cert_file is not None and tls.key_file is not None:

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from dmclient.durable import fsync_dir, fsync_file
+from dmclient.errors import disk_full_as_storage_error
 
 _GEN = re.compile(r"^gen-(\d{6,})$")
 
@@ -79,11 +80,12 @@ class MetadataStore:
             fsync_dir(Path(dirpath))
         gen = f"gen-{self._generation() + 1:06d}"
         target = self.root / gen
-        os.rename(staged, target)
         tmp_link = self.root / f".current-{os.getpid()}"
-        tmp_link.unlink(missing_ok=True)
-        os.symlink(gen, tmp_link)
-        os.replace(tmp_link, self.link)
+        with disk_full_as_storage_error("making the trusted metadata current in", self.root):
+            os.rename(staged, target)
+            tmp_link.unlink(missing_ok=True)
+            os.symlink(gen, tmp_link)
+            os.replace(tmp_link, self.link)
         fsync_dir(self.root)
         self._clean()
         return target

@@ -38,6 +38,7 @@ import re
 from tuf.api import exceptions as tx
 
 from agent.errors import OtaError, TransportError
+from dmclient.errors import NO_SPACE, StorageFullError
 from dmclient.uptane.errors import (
     ArbitrarySoftwareError,
     EndlessDataError,
@@ -100,4 +101,6 @@ def map_tuf_error(e: Exception, repository: str, *, target: str | None = None) -
                                 f"its parent metadata gives: {text}", repository=repository)
     if isinstance(e, tx.RepositoryError):
         return InvalidMetadataError(f"{where}: invalid metadata: {text}", repository=repository)
+    if isinstance(e, OSError) and e.errno in NO_SPACE:  # persisting verified metadata: not the repository's fault
+        return StorageFullError(f"{where}: disk full while storing metadata {e.filename or ''}: {e.strerror}")
     return InvalidMetadataError(f"{where}: {type(e).__name__}: {text}", repository=repository)
