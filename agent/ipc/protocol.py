@@ -17,6 +17,7 @@ module                                         declares
 :mod:`agent.ipc.declarations.update_agent`     ``update_agent.*`` (ota-update-agent)
 :mod:`agent.ipc.declarations.hmi_agent`        ``hmi_agent.*`` (ota-hmi-agent)
 :mod:`agent.ipc.declarations.system_agent`     ``system_agent.*`` (ota-system-agent)
+:mod:`agent.ipc.declarations.ecu_agent`        ``ecu_agent.*`` (ota-ecu-agent, on a Linux ECU)
 =============================================  ===============================
 
 A new daemon adds ``agent/ipc/declarations/<daemon>.py`` with a
@@ -33,6 +34,7 @@ import json
 
 from agent.ipc.declarations import agent as agent_declarations
 from agent.ipc.declarations import common, dmclient, dmclient_check, dmclient_installed
+from agent.ipc.declarations import ecu_agent as ecu_agent_declarations
 from agent.ipc.declarations import hmi_agent as hmi_agent_declarations
 from agent.ipc.declarations import system_agent as system_agent_declarations
 from agent.ipc.declarations import update_agent as update_agent_declarations
@@ -49,6 +51,7 @@ PROTOCOL = Protocol(
     update_agent_declarations.GROUP,
     hmi_agent_declarations.GROUP,
     system_agent_declarations.GROUP,
+    ecu_agent_declarations.GROUP,
 )
 
 
