@@ -28,7 +28,11 @@
    (:meth:`Scenario.start_vehicle` switches it), the gateway honouring the power hold;
 6. the stack config for the daemons: ``configs/bench-stack.yaml`` rendered with the
    scenario's paths, backend URL and VIN (see that file); the system agent reads the
-   vehicle state from the buses (``state_source: can``).
+   vehicle state from the buses (``state_source: can``). Every SOME/IP node of the bench
+   (the HMI agent's head-unit service, the Linux ECU and the update agent's node) uses the
+   bench's own SD port (:attr:`Scenario.someip_sd_port`, a free UDP port), so two benches on
+   one machine (a test run and the demo) never see each other's services; ``otactl hmi
+   --someip`` and ``python -m bench.headunit`` read it from the rendered stack config.
 
 On exit every process is stopped (SIGTERM, then SIGKILL) and the directory removed
 (``keep=True`` keeps it for a post-mortem). :attr:`Scenario.env` is the environment for
@@ -39,6 +43,11 @@ Fault injection per ECU: ``ScenarioOptions(faults={"brake": {"wrong_crc": {"time
 "always"}}})`` puts the knobs into that ECU's ``sim.faults`` (see :mod:`bench.ecu.simconfig`);
 :func:`failing_flash` gives the knob ``--fail-ecu`` uses. :meth:`Scenario.restart_ecus`
 restarts the simulated ECUs with new knobs (their flash contents persist).
+
+Independent download: ``ScenarioOptions(linux_ecu=True)`` adds one Linux ECU (``ivi``, its own
+``ota-dmclient`` and ``ota-ecu-agent`` processes, the "OTA secondary" SOME/IP service; see
+:mod:`bench.independent`) that ``bv-1.1.0`` updates with the engine; the bench's software
+baseline then lists it. The default bench has none.
 
 Tests that build only part of this (the Uptane tests' in-process world, the baseline
 tests' simulator) keep their own smaller helpers; this module is the whole bench.
@@ -64,6 +73,8 @@ from securesystemslib.signer import CryptoSigner
 
 from agent.errors import ConfigurationError
 from bench.appimage import build_image, to_hex
+from bench.independent import COUNTERS as LINUX_COUNTERS
+from bench.independent import LINUX_ECU, VERSIONS, LinuxEcuSetup, free_udp_port, merge, write_baseline
 from bench.pki import BENCH_VIN, BenchPki, generate
 from bench.readyproc import ReadyProcess
 from bench.vehicle.scenarios import PARKED, SCENARIOS
@@ -128,6 +139,9 @@ class ScenarioOptions:
     encrypt: bool = True
     #: a configuration change (item -> value, configs/bench-config-items.yaml) published with bv-1.1.0
     config_change: Mapping[str, str] = field(default_factory=dict)
+    #: configuration-only releases (release name -> item -> value) applying to ``start_version``; the first
+    #: is the route's published configuration of that node (:meth:`Scenario.write_route` changes it)
+    config_releases: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     #: s to wait for each process's ready line
     ready_timeout: float = 60.0
     log_level: str = "info"
@@ -138,6 +152,15 @@ class ScenarioOptions:
     #: bench bus channel -> its fault injection at start (:mod:`bench.canbus.faults`: drop, delay, error,
     #: corrupt rates, delay_time, ids, seed); :meth:`Scenario.set_bus_faults` changes it at run time
     bus_faults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: add the Linux ECU that downloads its package itself (:mod:`bench.independent`)
+    linux_ecu: bool = False
+    #: bytes of its packages
+    linux_image_size: int = 4 << 20
+    #: keys replacing those of the Linux ECU's own dmclient section (e.g. its ``downloads``)
+    linux_dmclient: Mapping[str, Any] = field(default_factory=dict)
+    #: its package encrypted (the Director wraps the content key to the Linux ECU's own key, which it
+    #: generates at run time)
+    linux_encrypt: bool = False
 
     def __post_init__(self) -> None:
         if self.start_version not in ECU_VERSIONS:
@@ -169,6 +192,10 @@ class Scenario:
         self.vehicle_template: dict[str, Any] = {}
         #: (ecu, software version) -> Intel HEX file
         self.images: dict[tuple[str, str], Path] = {}
+        #: the Linux ECU (options.linux_ecu), see bench.independent
+        self.linux: LinuxEcuSetup | None = None
+        #: the SOME/IP-SD port of every SOME/IP node of this bench (HMI service, Linux ECU): free, one per bench
+        self.someip_sd_port = free_udp_port()
 
     # -- paths ------------------------------------------------------------------------------------
     @property
@@ -198,6 +225,11 @@ class Scenario:
         return self.dir / "vehicle-sim.json"
 
     @property
+    def sw_baseline(self) -> Path:
+        """The software baseline the vehicle uses (with a Linux ECU: the bench's, listing it too)."""
+        return self.dir / "baseline.xml" if self.options.linux_ecu else SW_BASELINE
+
+    @property
     def logs(self) -> Path:
         return self.dir / "logs"
 
@@ -210,7 +242,7 @@ class Scenario:
             "OTA_RUNTIME_DIR": str(self.runtime_dir),
             "OTA_UPDATE_AGENT_STATE_DIR": str(self.dir / "vehicle" / "update-agent"),
             "OTA_VEHICLE_CONFIG": str(self.vehicle_config),
-            "OTA_SW_BASELINE": str(SW_BASELINE),
+            "OTA_SW_BASELINE": str(self.sw_baseline),
             "OTA_HW_BASELINE": str(HW_BASELINE),
             "OTA_STACK_CONFIG": str(self.stack_config),
             "OTA_BENCH_STATE_DIR": str(self.dir / "sim-state"),
@@ -240,12 +272,15 @@ class Scenario:
             self.start_ecus()
             self.start_vehicle()
             self.render_stack()
+            self.start_linux_ecu()
         except BaseException:
             self.down()
             raise
 
     def down(self) -> None:
         """Stop every process (reverse order) and remove the directory (unless ``keep``)."""
+        if self.linux is not None:
+            self.linux.stop()
         for name in reversed(list(self.processes)):
             self.processes.pop(name).stop()
         if self.dir != Path() and self.dir.exists() and not self.options.keep:
@@ -256,6 +291,10 @@ class Scenario:
         for sub in ("hub", "run", "logs", "vehicle", "images", "sim-state"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.pki = generate(self.dir / "pki", vin=self.vin)
+        if self.options.linux_ecu:
+            self.linux = LinuxEcuSetup(self.dir, image_size=self.options.linux_image_size,
+                                       sd_port=self.someip_sd_port, dmclient=self.options.linux_dmclient,
+                                       encrypt=self.options.linux_encrypt)
         self.vehicle_template = yaml.safe_load(VEHICLE_TEMPLATE.read_text())
         self._write_images()
         self._write_releases()
@@ -290,14 +329,18 @@ class Scenario:
         from bench.repository.builder import build_release
         from bench.repository.director import Director
 
-        shutil.copy(SW_BASELINE, self.dir / "baseline.xml")
+        if self.linux is not None:
+            write_baseline(SW_BASELINE, self.dir / "baseline.xml")
+        else:
+            shutil.copy(SW_BASELINE, self.dir / "baseline.xml")
+        linux = [self.linux.release_target(VERSIONS[V2])] if self.linux is not None else []
         engine_more: dict[str, Any] = {}
         if self.options.delta:
             engine_more["deltas"] = [{"from_version": "1.0.0", "base_image": "images/engine-1.0.0.hex"}]
         config = [{"type": "config-change", "values": dict(self.options.config_change)}] \
             if self.options.config_change else []
         releases = {
-            "bv-1.1.0": (V2, [self._target("engine", "1.1.0", **engine_more), *config]),
+            "bv-1.1.0": (V2, [self._target("engine", "1.1.0", **engine_more), *linux, *config]),
             "bv-1.2.0": (V3, [self._target("brake", "3.5.0"),
                               self._target("body", "2.1.0", encrypt=self.options.encrypt)]),
         }
@@ -306,7 +349,14 @@ class Scenario:
             spec.write_text(yaml.safe_dump({"format": 1, "release": name, "target_vehicle_version": version,
                                             "baseline": "baseline.xml", "targets": targets}, sort_keys=False))
             build_release(spec, self.dir / "image-repo")
-        self.write_route()
+        for name, values in self.options.config_releases.items():  # configuration only: applies_to, no image
+            spec = self.dir / f"{name}.yaml"
+            spec.write_text(yaml.safe_dump({"format": 1, "release": name, "applies_to": self.options.start_version,
+                                            "baseline": "baseline.xml",
+                                            "targets": [{"type": "config-change", "values": dict(values)}]},
+                                           sort_keys=False))
+            build_release(spec, self.dir / "image-repo")
+        self.write_route(configuration=next(iter(self.options.config_releases), None))
         # the vehicle registry: the vehicle's manifest key and its ECUs
         signer = CryptoSigner.generate_ed25519()
         from dmclient.uptane.signing import public_pem, write_private_key
@@ -315,6 +365,8 @@ class Scenario:
         (self.dir / "vehicle-sign.pub.pem").write_bytes(public_pem(signer))
         assert self.pki is not None
         ecus = {e: {"hardware_id": spec["sim"]["part_number"]} for e, spec in self.vehicle_template["ecus"].items()}
+        if self.linux is not None:
+            ecus[LINUX_ECU] = self.linux.registry_entry()
         (self.dir / "vehicles.yaml").write_text(yaml.safe_dump({"vehicles": {self.vin: {
             "primary_id": "tbox-0001", "manifest_key": "vehicle-sign.pub.pem",
             "encryption_key": str(self.pki.vehicle_enc_pub), "ecus": ecus}}}, sort_keys=False))
@@ -329,11 +381,16 @@ class Scenario:
             "repositories": {"image": "image-repo", "director": "director", "route": "route.yaml",
                              "vehicles": "vehicles.yaml"}}, sort_keys=False))
 
-    def write_route(self, *, stage2: str = "published") -> None:
-        """The route file (the backend re-reads it): both edges published, or the second in ``stage2``."""
-        (self.dir / "route.yaml").write_text(yaml.safe_dump({"format": 1, "route": "bv-mainline", "edges": [
+    def write_route(self, *, stage2: str = "published", configuration: str | None = None) -> None:
+        """The route file (the backend re-reads it): both edges published, or the second in ``stage2``; and
+        ``configuration`` (a release of ``config_releases``) as the published configuration of the start node."""
+        route: dict[str, Any] = {"format": 1, "route": "bv-mainline", "edges": [
             {"from": V1, "to": V2, "release": "bv-1.1.0", "stage": "published"},
-            {"from": V2, "to": V3, "release": "bv-1.2.0", "stage": stage2}]}, sort_keys=False))
+            {"from": V2, "to": V3, "release": "bv-1.2.0", "stage": stage2}]}
+        if configuration is not None:
+            route["configurations"] = [{"applies_to": self.options.start_version, "release": configuration,
+                                        "stage": "published"}]
+        (self.dir / "route.yaml").write_text(yaml.safe_dump(route, sort_keys=False))
 
     def _write_vehicle_config(self, faults: Mapping[str, Mapping[str, Any]]) -> None:
         data = copy.deepcopy(self.vehicle_template)
@@ -378,6 +435,11 @@ class Scenario:
                 shutil.copy(self.images[(ecu, version)], copy_path)
                 cache.admit(copy_path, hashes, len(data))
                 cache.pin(hashes.sha256, "factory")
+            if self.linux is not None:  # the package the Linux ECU runs: reported in the manifest, never cached here
+                name, data = self.linux.factory_record(VERSIONS[self.options.start_version])
+                hashes = Hashes(hashlib.sha256(data).hexdigest(), hashlib.sha512(data).hexdigest())
+                version = VERSIONS[self.options.start_version]
+                state.record_installed(LINUX_ECU, InstalledImage(name, len(data), hashes), LINUX_COUNTERS[version])
         finally:
             state.close()
             db.close()
@@ -426,6 +488,16 @@ class Scenario:
                              str(self.vehicle_config), "--state-dir", str(self.dir / "sim-state"), "--no-hub"],
                     "bench ready:")
 
+    def start_linux_ecu(self) -> None:
+        """Start the Linux ECU's own dmclient and agent (options.linux_ecu; see bench.independent)."""
+        if self.linux is not None:
+            assert self.pki is not None
+            self.linux.start(backend_url=self.backend_url, pki=self.pki,
+                             director_root=self.dir / "vehicle" / "director-root.json",
+                             start_version=self.options.start_version, log_level=self.options.log_level,
+                             ready_timeout=self.options.ready_timeout,
+                             gateway_dmclient=yaml.safe_load(self.stack_config.read_text())["dmclient"])
+
     def start_vehicle(self, scenario: str | None = None) -> None:
         """(Re)start the vehicle simulator with ``scenario`` (default: the options'); its state file is
         rewritten with that scenario's start values when one is named."""
@@ -455,14 +527,16 @@ class Scenario:
     # -- the stack config -------------------------------------------------------------------------
     def variables(self) -> dict[str, str]:
         return {"BENCH_DIR": str(self.dir), "RUNTIME_DIR": str(self.runtime_dir), "BACKEND_URL": self.backend_url,
-                "VIN": self.vin, "VEHICLE": str(self.vehicle_config), "BASELINE": str(SW_BASELINE),
-                "HW_BASELINE": str(HW_BASELINE), "DBC": str(DBC)}
+                "VIN": self.vin, "VEHICLE": str(self.vehicle_config), "BASELINE": str(self.sw_baseline),
+                "HW_BASELINE": str(HW_BASELINE), "DBC": str(DBC), "SOMEIP_SD_PORT": str(self.someip_sd_port)}
 
     def render_stack(self, template: Path = STACK_TEMPLATE) -> Path:
         """Render the stack config template into :attr:`stack_config` (absolute paths only)."""
         text = render_template(template, self.variables())
         doc = yaml.safe_load(text)
         doc["runtime"]["log_level"] = self.options.log_level
+        if self.linux is not None:
+            merge(doc, self.linux.stack_keys())
         for section, keys in self.options.stack_overrides.items():
             doc.setdefault(section, {}).update(keys)
         self.stack_config.write_text(yaml.safe_dump(doc, sort_keys=False))

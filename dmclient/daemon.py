@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 from agent.errors import ConfigurationError
@@ -26,9 +28,10 @@ from agent.ipc.server import Call, Handler
 from agent.runtime.daemon import Daemon
 from dmclient.cache import PackageCache
 from dmclient.config import DmclientConfig
-from dmclient.encryption import load_vehicle_key
+from dmclient.encryption import VehicleKeyFile
 from dmclient.fetcher import RequestsFetcher
 from dmclient.job import JobSettings
+from dmclient.keyfile import EC_P256, ED25519, check_private_key_file
 from dmclient.manager import RUNNING, DownloadManager
 from dmclient.order import InvalidOrderError
 from dmclient.state import StateDb
@@ -49,7 +52,10 @@ class DmclientDaemon(Daemon):
         self.db: StateDb | None = None
         self.manager: DownloadManager | None = None
         self._check_handlers: dict[str, Handler] = {}
-        self._uptane: Any = None  # dmclient.uptane.client.UptaneClient when configured
+        self._uptane: Any = None  # dmclient.uptane.client.UptaneClient, built on first use when configured
+        self._uptane_lock = threading.Lock()
+        self._fetcher: RequestsFetcher | None = None
+        self._cache: PackageCache | None = None
 
     @property
     def cfg(self) -> DmclientConfig:
@@ -60,12 +66,17 @@ class DmclientDaemon(Daemon):
     async def start(self) -> None:
         cfg = self.cfg
         cfg.tls.check(cfg.source)
-        vehicle_key = load_vehicle_key(cfg.encryption_key, source=cfg.source) if cfg.encryption_key else None
+        # the key files are checked now; requests, cryptography and python-tuf load on first use
+        # (the first download, encrypted target or check): an idle dmclient stays small
+        vehicle_key = VehicleKeyFile(cfg.encryption_key, source=cfg.source) if cfg.encryption_key else None
+        if cfg.uptane is not None:
+            check_private_key_file(cfg.uptane.signing_key, (ED25519, EC_P256), what="signing key",
+                                   source=cfg.uptane.source, key="dmclient.uptane.signing_key")
         self.db = StateDb(cfg.state_db)
-        cache = PackageCache(cfg.cache_dir, self.db, budget=cfg.cache_budget)
-        fetcher = RequestsFetcher(build_session(cfg.tls, pool_size=cfg.concurrency),
-                                  connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
-                                  chunk_size=cfg.chunk_bytes)
+        cache = self._cache = PackageCache(cfg.cache_dir, self.db, budget=cfg.cache_budget)
+        fetcher = self._fetcher = RequestsFetcher(partial(build_session, cfg.tls, pool_size=cfg.concurrency),
+                                                  connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
+                                                  chunk_size=cfg.chunk_bytes)
         settings = JobSettings(cfg.retry, cfg.checkpoint_bytes, cfg.delta_max_bytes, cfg.min_free_bytes,
                                vehicle_key)
         # a worker is stalled only past the longest legitimate silence: a Retry-After wait
@@ -84,13 +95,6 @@ class DmclientDaemon(Daemon):
             on_event=on_event)
         await asyncio.to_thread(self.manager.start)
         self.spawn(self._progress_loop(), "progress")
-        if cfg.uptane is not None:
-            from dmclient.uptane.client import ManifestUploader, UptaneClient
-            from dmclient.uptane.service import CheckService
-
-            uploader = ManifestUploader(fetcher.session, timeout=fetcher.timeout)
-            self._uptane = UptaneClient(cfg.uptane, fetcher=fetcher, uploader=uploader, cache=cache)
-            self._check_handlers = CheckService(self._uptane).handlers()
 
     async def stop(self) -> None:
         if self.manager is not None:
@@ -148,6 +152,10 @@ class DmclientDaemon(Daemon):
             client.state.record_installed(p["ecu"], InstalledImage(image["name"], image["length"], hashes),
                                           image["release_counter"])
 
+        def configuration_record(p: dict[str, Any]) -> None:
+            client = self._uptane_client("dmclient.configuration.record")
+            client.state.record_configuration({str(k): str(v) for k, v in p["values"].items()})
+
         def installed_list(_p: dict[str, Any]) -> dict[str, Any]:
             client = self._uptane_client("dmclient.installed.list")
             ecus: dict[str, Any] = {}
@@ -160,6 +168,7 @@ class DmclientDaemon(Daemon):
         own: dict[str, Handler] = {
             "dmclient.installed.record": run(installed_record, "dmclient.installed.record"),
             "dmclient.installed.list": run(installed_list, "dmclient.installed.list"),
+            "dmclient.configuration.record": run(configuration_record, "dmclient.configuration.record"),
             "dmclient.download.start": run(lambda p: m().submit(p), "dmclient.download.start"),
             "dmclient.download.status": run(lambda p: {"targets": m().status(p.get("ids"))},
                                             "dmclient.download.status"),
@@ -181,13 +190,28 @@ class DmclientDaemon(Daemon):
         return own
 
     def _uptane_client(self, method: str) -> Any:
-        if self._uptane is None:
+        """The Uptane client, built on the first call that needs it (python-tuf, securesystemslib and
+        cryptography are ~20 MiB resident: an idle dmclient has not loaded them). Blocking: call it
+        from a worker thread."""
+        cfg = self.cfg.uptane
+        if cfg is None:
             raise ConfigurationError(f"{method} needs the 'uptane' section in dmclient's configuration",
                                      source=self.config.source, key="dmclient.uptane")
+        with self._uptane_lock:
+            if self._uptane is None:
+                from dmclient.uptane.client import ManifestUploader, UptaneClient
+                from dmclient.uptane.service import CheckService
+
+                assert self._fetcher is not None and self._cache is not None, "handlers run only after start()"
+                uploader = ManifestUploader(self._fetcher.session, timeout=self._fetcher.timeout)
+                client = UptaneClient(cfg, fetcher=self._fetcher, uploader=uploader, cache=self._cache)
+                self._check_handlers = CheckService(client).handlers()
+                self._uptane = client
         return self._uptane
 
     def _uptane_method(self, name: str) -> Handler:
         async def handler(call: Call) -> Any:
+            await asyncio.to_thread(self._uptane_client, name)
             served = self._check_handlers.get(name)
             if served is None:
                 raise ConfigurationError(f"{name} needs the 'uptane' section in dmclient's configuration",

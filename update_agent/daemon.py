@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config.vehicle import VehicleConfig, load_vehicle_config
-from agent.errors import ConfigurationError
+from agent.errors import ConfigurationError, OtaError
 from agent.ipc.error_codes import SchemaError
 from agent.ipc.server import Call, Handler
 from agent.runtime.config import DaemonConfig
@@ -49,6 +49,8 @@ from update_agent.daemon_config import UpdateAgentConfig
 from update_agent.functional import changes_session, functional_buses, send_functional
 from update_agent.job_progress import ProgressThrottle
 from update_agent.jobs import FILENAME, Job, JobConflict, JobTable
+from update_agent.linux_jobs import KINDS as LINUX_KINDS
+from update_agent.linux_jobs import LinuxEcus, LinuxOutcome, bus_of
 from update_agent.remote_config.change import VersionGateError, apply_change, plan_change, restore_values
 from update_agent.remote_config.items import Catalog, ConfigItem, items_path, load_items
 from update_agent.result import ProgressEvent
@@ -83,6 +85,9 @@ class UpdateAgentDaemon(Daemon):
         self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._jobs_prefetched = False
+        #: the Linux ECUs over SOME/IP (update_agent.linux_ecus), None when none is configured
+        self.linux: LinuxEcus | None = None
+        self._linux_tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def cfg(self) -> UpdateAgentConfig:
@@ -103,6 +108,8 @@ class UpdateAgentDaemon(Daemon):
         self.store = await asyncio.to_thread(VersionStore.in_dir, cfg.state_dir)
         self.scheduler = BusScheduler(self._run_job, self.spawn)
         self._register_workers(self.vehicle)
+        if cfg.linux is not None:
+            self.linux = LinuxEcus(cfg.linux)
         _library_logs(self.vehicle, self.config.log_level)
         log.info("update_agent: vehicle %s (%d ECUs on %s), state in %s", cfg.vehicle_config,
                  len(self.vehicle.ecus), ", ".join(self.vehicle.buses), cfg.state_dir)
@@ -119,9 +126,13 @@ class UpdateAgentDaemon(Daemon):
 
     async def stop(self) -> None:
         self._stopping = True
+        for task in list(self._linux_tasks):  # resumable at the ECU: reported Interrupted, the engine asks again
+            task.cancel()
         if self._running:
             log.info("update_agent: letting %d running job(s) finish", len(self._running))
             await asyncio.gather(*list(self._running), return_exceptions=True)
+        if self.linux is not None:
+            await self.linux.close()
         if self.store is not None:
             self.store.close()
         if self.jobs is not None:
@@ -165,6 +176,10 @@ class UpdateAgentDaemon(Daemon):
                        "bytes_total": event.bytes_total, "blocks": event.blocks_done}
             loop.call_soon_threadsafe(throttle.offer, payload)
 
+        def linux_progress(step: str, done: int, total: int) -> None:  # from the loop (a Linux ECU's job)
+            throttle.offer({"job_id": job.job_id, "ecu": job.ecu, "step": step, "bytes_done": done,
+                            "bytes_total": total, "blocks": 0})
+
         vehicle = self.vehicle
         jobs = self.jobs
         try:
@@ -172,14 +187,23 @@ class UpdateAgentDaemon(Daemon):
                 worker.busy()
             await asyncio.to_thread(jobs.start, job.job_id)
             log.info("job %s: %s of %s on bus %s started", job.job_id, job.kind, job.ecu, job.bus)
-            outcome: Outcome = await asyncio.to_thread(_run_job, vehicle, job.kind, job.ecu, job.request, progress)
+            outcome: Outcome | LinuxOutcome
+            if job.kind in LINUX_KINDS:
+                assert self.linux is not None
+                self._linux_tasks.add(task)
+                outcome = await self.linux.run(job.kind, job.ecu, job.request, linux_progress)
+            else:
+                outcome = await asyncio.to_thread(_run_job, vehicle, job.kind, job.ecu, job.request, progress)
             await asyncio.to_thread(jobs.finish, job.job_id, outcome.state, result=outcome.result,
                                     error=outcome.error)
         finally:
+            if job.kind in LINUX_KINDS:  # its last byte count is what a progress bar ends on
+                throttle.flush()
             throttle.close()
             if worker is not None:
                 worker.idle()
             self._running.discard(task)
+            self._linux_tasks.discard(task)
         log.info("job %s: %s%s", job.job_id, outcome.state,
                  f" ({outcome.error['message']})" if outcome.error else "")
         self._publish("update_agent.job.done", {"job_id": job.job_id, "ecu": job.ecu, "state": outcome.state,
@@ -193,7 +217,7 @@ class UpdateAgentDaemon(Daemon):
 
     async def _submit(self, method: str, job_id: str, kind: str, ecu: str, request: dict[str, Any]) -> Job:
         assert self.jobs is not None and self.scheduler is not None and self.vehicle is not None
-        bus = self.vehicle.ecus[ecu].bus
+        bus = bus_of(ecu) if kind in LINUX_KINDS else self.vehicle.ecus[ecu].bus
         try:
             job, created = await asyncio.to_thread(self.jobs.submit, job_id, kind, ecu, bus, request)
         except JobConflict as e:
@@ -217,6 +241,11 @@ class UpdateAgentDaemon(Daemon):
             "update_agent.config.set": self._config_set,
             "update_agent.config.get": self._config_get,
             "update_agent.config.restore": self._config_restore,
+            "update_agent.job.linux_download": self._job_linux,
+            "update_agent.job.linux_install": self._job_linux,
+            "update_agent.job.linux_rollback": self._job_linux,
+            "update_agent.linux.cancel": self._linux_cancel,
+            "update_agent.linux.status": self._linux_status,
         }
 
     def _ecu(self, method: str, name: str, field: str = "ecu") -> str:
@@ -271,6 +300,57 @@ class UpdateAgentDaemon(Daemon):
             request.update(self._image(m, p))
         job = await self._submit(m, p["job_id"], "rollback", ecu, request)
         return {"job_id": job.job_id}
+
+    def _linux_ecu(self, method: str, params: Mapping[str, Any]) -> tuple[LinuxEcus, str]:
+        ecu = params["ecu"]
+        if self.linux is None or ecu not in self.linux.settings.ecus:
+            known = ", ".join(self.linux.settings.ecus) if self.linux else "none"
+            raise SchemaError(f"{method}: params.ecu: {ecu!r} is not a Linux ECU of this vehicle "
+                              f"(update_agent.linux_ecus: {known})")
+        instance = self.linux.settings.ecus[ecu]
+        if "instance" in params and params["instance"] != instance:
+            raise SchemaError(f"{method}: params.instance: {ecu} is SOME/IP instance 0x{instance:04x} here, "
+                              f"the assignment says 0x{params['instance']:04x}")
+        return self.linux, ecu
+
+    async def _job_linux(self, call: Call) -> dict[str, Any]:
+        """A Linux ECU's download, install or rollback (:mod:`update_agent.linux_jobs`)."""
+        m, p = call.method, call.params
+        _, ecu = self._linux_ecu(m, p)
+        if "director_targets" in p and not Path(p["director_targets"]).is_file():
+            raise SchemaError(f"{m}: params.director_targets: no such file: {p['director_targets']}")
+        kind = m.rpartition(".")[2]
+        request = {k: v for k, v in p.items() if k not in ("job_id", "ecu", "instance")}
+        job = await self._submit(m, p["job_id"], kind, ecu, request)
+        return {"job_id": job.job_id}
+
+    async def _linux_cancel(self, call: Call) -> dict[str, Any]:
+        linux, ecu = self._linux_ecu(call.method, call.params)
+        status = await linux.cancel(ecu, call.params["campaign_id"])
+        log.info("linux ECU %s: cancel of %s: %s", ecu, call.params["campaign_id"], status.state)
+        return status.to_json()
+
+    async def _linux_status(self, call: Call) -> dict[str, Any]:
+        linux, ecu = self._linux_ecu(call.method, call.params)
+        return (await linux.status(ecu, call.params.get("campaign_id"))).to_json()
+
+    async def _linux_readings(self) -> dict[str, VersionReading]:
+        """The Linux ECUs' running versions (the ``status`` field over SOME/IP) as readings for the baseline."""
+        if self.linux is None:
+            return {}
+        linux = self.linux
+
+        async def one(ecu: str) -> VersionReading:
+            now = time.time()
+            try:
+                version = await linux.running_version(ecu)
+            except OtaError as e:
+                return VersionReading.not_answering(ecu, "someip", now, f"SOME/IP: {e}")
+            return VersionReading(ecu=ecu, source="someip", read_at=now, answered=True,
+                                  software_version=version or None)
+
+        readings = await asyncio.gather(*(one(e) for e in linux.settings.ecus))
+        return {r.ecu: r for r in readings}
 
     async def _job_status(self, call: Call) -> dict[str, Any]:
         assert self.jobs is not None
@@ -330,6 +410,7 @@ class UpdateAgentDaemon(Daemon):
             async with self.scheduler.buses(vehicle.buses):
                 collection = await asyncio.to_thread(_collect, vehicle, store=store, uds_timeout=self.cfg.uds_timeout)
             readings = collection.readings
+        readings = {**readings, **await self._linux_readings()}
         report = match(hardware, software, readings)
         return {"matched": report.ok, "vehicle_version": report.vehicle_version,
                 "sequence": report.software.matched.sequence if report.software.matched else None,

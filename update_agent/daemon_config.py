@@ -20,6 +20,10 @@
       watchdog:
         worker_deadline: 60                         # s; a flash worker gets at least the longest
                                                     #   NRC 0x78 chain of its ECUs on top
+      linux_ecus:                                   # Linux ECUs reached over SOME/IP (independent download,
+        ivi: {instance: 1}                          #   update_agent.linux_jobs): "OTA secondary" instance
+      someip: {address: 127.0.0.21, sd: {group: 224.224.224.245, port: 30490}}   # this node, with linux_ecus
+      linux_timeouts: {call: 30, connect: 10, notification: 5, download: 3600}   # s (update_agent.linux_jobs)
 
 Relative paths are relative to the config file. The vehicle config is loaded at start
 (and on SIGHUP), so a bad one stops the daemon with the file, key and reason.
@@ -34,6 +38,7 @@ from typing import Any
 from agent.config.locate import vehicle_config_path
 from agent.config.node import Node
 from agent.runtime.config import DaemonConfig
+from update_agent.linux_jobs import LinuxEcuSettings, parse_settings
 from update_agent.state_dir import state_dir
 
 
@@ -59,6 +64,7 @@ class UpdateAgentConfig(DaemonConfig):
     history_limit: int = 1000
     progress_rate: float = 10.0
     uds_timeout: float | None = None
+    linux: LinuxEcuSettings | None = None
 
     @classmethod
     def own_fields(cls, node: Node) -> dict[str, Any]:
@@ -78,4 +84,5 @@ class UpdateAgentConfig(DaemonConfig):
         }
         for child in (baselines, jobs, versions):
             child.done()
+        fields["linux"] = parse_settings(node)
         return fields

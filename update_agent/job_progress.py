@@ -61,6 +61,12 @@ class ProgressThrottle:
         self.published += 1
         self._publish(event)
 
+    def flush(self) -> None:
+        """Publish the pending event now (a job whose last count must be seen: a Linux ECU's download)."""
+        if self._pending is not None and not self._closed:
+            event, self._pending = self._pending, None
+            self._emit(event, self._clock())
+
     def close(self) -> None:
         """The job ended: drop what is pending (the done event says the rest)."""
         self._closed = True

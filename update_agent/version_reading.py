@@ -2,8 +2,9 @@
 
 Both collectors produce these: active collection (UDS ReadDataByIdentifier,
 source ``uds``) and passive collection (the ECU's periodic version frame,
-source ``can-frame``). An ECU that did not answer is a reading too, with
-``answered=False`` and the reason in ``detail``, so "not answering" is
+source ``can-frame``); a Linux ECU's running version over SOME/IP is source
+``someip`` (asked at each baseline match, not stored). An ECU that did not answer
+is a reading too, with ``answered=False`` and the reason in ``detail``, so "not answering" is
 reported instead of being mistaken for "missing" or failing the whole read.
 """
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Source = Literal["uds", "can-frame"]
+Source = Literal["uds", "can-frame", "someip"]
+#: the sources stored in the version store (a Linux ECU's ``someip`` reading is asked for each match)
 SOURCES: tuple[Source, ...] = ("uds", "can-frame")
 
 

@@ -28,8 +28,13 @@ def run(args: argparse.Namespace) -> int:
     if result["status"] == "nothing":
         console().print(f"vehicle version {result['vehicle_version']}: up to date, nothing to install")
         return 0
-    console().print(f"update available: {result['vehicle_version']} -> {result['target_vehicle_version']}")
+    if result.get("kind") == "configuration":
+        console().print(f"configuration campaign available for {result['vehicle_version']} (the version stays)")
+    else:
+        console().print(f"update available: {result['vehicle_version']} -> {result['target_vehicle_version']}")
     for e in result["ecus"]:
         console().print(f"  {e['ecu']:<12} {e['software_version']:<10} {human_bytes(e['length']):>10}  "
                       f"({e['release']})")
+    for item, value in sorted((result.get("config") or {}).items()):
+        console().print(f"  configure {item} = {value}")
     return 0

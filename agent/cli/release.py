@@ -28,8 +28,9 @@ def _build(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json(), indent=2))
         return 0
     rel = result.release
-    print(f"release {rel.release} -> {rel.target_vehicle_version}: Image repository {result.repository} "
-          f"(targets v{result.targets_version})")
+    what = f"(configuration only) applies to {rel.target_vehicle_version}" if rel.configuration_only \
+        else f"-> {rel.target_vehicle_version}"
+    print(f"release {rel.release} {what}: Image repository {result.repository} (targets v{result.targets_version})")
     for img in rel.images:
         extra = []
         if img.deltas:
@@ -38,7 +39,9 @@ def _build(args: argparse.Namespace) -> int:
             extra.append("encrypted")
         more = f" ({'; '.join(extra)})" if extra else ""
         print(f"  {img.ecu:<12} {img.target}  hw {img.hardware_id}  counter {img.release_counter}{more}")
-    print(f"  baseline     {rel.baseline}")
+    print(f"  baseline     {rel.baseline.target}")
+    if rel.config is not None:
+        print(f"  config       {rel.config.target}  " + ", ".join(f"{k}={v}" for k, v in rel.config_values.items()))
     print(f"trust anchor to provision: {result.repository / 'metadata' / 'root.json'}")
     return 0
 

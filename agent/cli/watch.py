@@ -43,7 +43,8 @@ def follow(client: Any, events: Any, campaign_id: str) -> int:
                 continue
             if event.event == "agent.campaign.progress":
                 name = p["ecu"] or "download"
-                label = f"{p['step'] if p['ecu'] is None else 'flash'} {name}" if p["ecu"] else "download"
+                # an ECU's bar: its flash, or the download of a Linux ECU that downloads its package itself
+                label = f"{'download' if p['step'] == 'download' else 'flash'} {name}" if p["ecu"] else "download"
                 if name not in tasks:
                     tasks[name] = bars.add_task(label, total=p["bytes_total"] or None, step=p["step"])
                 bars.update(tasks[name], completed=p["bytes_done"], total=p["bytes_total"] or None, step=p["step"])

@@ -66,13 +66,53 @@ the rollback path (the flashes are rolled back too); whenever the campaign takes
 path after ``configure`` started (done, failed or cut short by a crash), ``configure_rollback``
 puts the ECUs back on the journalled values - only those not on them are written - before
 the flashes are rolled back. An assignment with a
-configuration change and no ECU image is a configuration campaign: no download, no flash,
-no vehicle version to verify.
+configuration change and no ECU image is a configuration campaign (a configuration-only
+release, for the vehicle version the car is on)::
+
+    check -> consent (if the policy asks) -> preconditions (the install rules)
+          -> config_read -> configure (written, read back) -> report -> done
+
+no download, no OTA mode, no flash, no vehicle version to verify. The install preconditions
+are checked once before anything is written and not watched after: the change takes a few UDS
+writes and is all or nothing by itself. A cancel is taken until ``config_read`` starts. When
+``configure`` fails, ``configure_rollback`` puts (and reads) every ECU back on its journalled
+value and the campaign ends ``rolled_back`` with the update agent's reason (the item, the ECU
+and its negative response).
 
 Grouping: ECUs on different buses flash in parallel, ECUs on the same bus one
 after another in assignment order; ECUs named in ``Policy.install_last`` (a
 gateway) flash only after every other ECU is installed. Rollback runs in the
 reverse order, parallel across buses.
+
+Independent download (FAW paper 3.3): an assignment entry with ``independent`` is a Linux ECU
+that downloads its image itself. It is not in the vehicle config's CAN topology: the core
+adds it from the assignment (:func:`linux_topology`) as its own "bus" (``someip-<ecu>``, so it
+installs in parallel with the CAN buses) with A/B slots. It is part of the same campaign and
+journal as the CAN ECUs, step by step:
+
+* ``download``: one step for every ECU. Its action names, per Linux ECU, the update agent's
+  download job (``linux_jobs``: ``<campaign>-download-<ecu>-<n>``, a new id per attempt; the ECU
+  keys the order by campaign and target, so a repeated order returns its status instead of
+  downloading again). The CAN images go through the gateway's dmclient as before; the Linux ECU
+  gets the order over SOME/IP from the update agent and downloads straight from the backend.
+  A cancel during the download (the core allows it, as for any download) also cancels the
+  ECU's download (the step does it when it is stopped);
+* ``flash`` of a Linux ECU: the update agent's install job (the install script handed over,
+  install, activate; status first, so a job run again does not install twice), scheduled and
+  retried (``Policy.flash_attempts``) like a flash;
+* ``rollback`` of a Linux ECU: method ``linux_rollback`` (the ECU's rollback call, back to the
+  previous slot; ``expected_version`` from ``ecu_versions`` as for an A/B ECU), in the same
+  all-or-nothing rollback as the CAN ECUs, whichever side failed;
+* ``verify``: the update agent's baseline match reads the Linux ECU's running version over
+  SOME/IP, so it counts in the vehicle version like any ECU the baseline XML lists;
+* ``report`` of a campaign that did not succeed cancels the download a Linux ECU may still hold
+  for it (downloaded, never installed). Should that be missed (the ECU unreachable then), the
+  next campaign's order supersedes what the ECU holds of the ended one (see
+  :mod:`update_agent.linux_ecu.daemon`);
+* an encrypted Linux ECU image: the Director wrapped its content key to that ECU's own key; the
+  download order carries the wrapped key and the ciphertext's url, the ECU decrypts.
+
+An ECU marked independent that the vehicle config has as a CAN ECU is refused at the check.
 
 Rollback images. A/B ECUs roll back with ``switch_bank`` (the previous image is
 still in the other bank, if the new one was activated at all). Whether the banks
@@ -138,6 +178,7 @@ class EcuInfo:
 
     bus: str
     banks: str = "single"  # single | ab
+    kind: str = "can"  # can | linux (independent download over SOME/IP)
 
 
 @dataclass(frozen=True)
@@ -233,6 +274,12 @@ class Decision:
     @property
     def waiting(self) -> bool:
         return not self.actions and self.finished is None
+
+
+def linux_topology(check: Mapping[str, Any]) -> dict[str, EcuInfo]:
+    """The Linux ECUs of the assignment (independent download): each its own "bus", A/B slots."""
+    return {str(e["ecu"]): EcuInfo(f"someip-{e['ecu']}", "ab", "linux")
+            for e in (check.get("assignment") or {}).get("ecus", []) if e.get("independent")}
 
 
 def config_change(check: Mapping[str, Any]) -> Mapping[str, str]:
@@ -331,6 +378,10 @@ class CampaignCore:
             return True, "cancelled before OTA mode: nothing on the vehicle was changed"
         if d.phase == "ota_mode_on":
             return False, "OTA mode is being entered; cancel again once the installation runs"
+        if d.phase == "config_read" and d.actions:
+            return True, "cancelled before the configuration was read: nothing on the vehicle was changed"
+        if d.phase in ("config_read", "configure"):
+            return False, "the configuration change is being applied (all or nothing, read back on every ECU)"
         if d.phase == "flash":
             return True, ("the cancel takes effect between ECUs: ECUs being flashed finish, then every "
                           "ECU already updated is rolled back to the old vehicle version")
@@ -345,6 +396,8 @@ class _Decider:
         self.policy = snap.policy
         self.rows = rows
         self.ecus: list[str] = []
+        #: the vehicle's CAN ECUs plus the assignment's Linux ECUs (set by decide once the check is done)
+        self.topology: dict[str, EcuInfo] = dict(core.topology)
 
     # -- helpers -------------------------------------------------------------------------------
     def gate(self, step: str, ecu: str | None = None) -> _Gate:
@@ -378,7 +431,7 @@ class _Decider:
 
     # -- the happy path ------------------------------------------------------------------------
     def decide(self) -> Decision:
-        if self.snap.cancel_requested and not self.rows.touched("ota_mode_on"):
+        if self.snap.cancel_requested and not self.rows.touched("ota_mode_on") and not self.rows.touched("config_read"):
             return self.end("cancelled before OTA mode", "cancelled")
         g = self.gate("check")
         if g.status in ("pending", "running"):
@@ -389,7 +442,13 @@ class _Decider:
         if check.get("status") == "nothing":
             return Decision("done", finished=Outcome("nothing", "no update for this vehicle"))
         ecus = self.ecus_of(check)
-        unknown = [e for e in ecus if e not in self.core.topology]
+        linux = linux_topology(check)
+        both = sorted(set(linux) & set(self.core.topology))
+        if both:
+            return self.end(f"the assignment has {', '.join(both)} download independently, but the vehicle "
+                            "config has it as a CAN ECU", "failed")
+        self.topology.update(linux)
+        unknown = [e for e in ecus if e not in self.topology]
         if unknown:
             return self.end(f"the assignment names ECUs this vehicle has not configured: {', '.join(unknown)}",
                             "failed")
@@ -400,7 +459,11 @@ class _Decider:
         if ecus or not config:  # a configuration campaign has nothing to download
             g = self.gate("download")
             if g.status in ("pending", "running"):
-                return self._run_or_wait("download", g, {"ecus": ecus})
+                data: dict[str, Any] = {"ecus": ecus}
+                if linux:  # the update agent's download job per Linux ECU, a new id per attempt
+                    n = len(self.rows.rows(("download", None))) + 1
+                    data["linux_jobs"] = {e: f"{self.snap.campaign_id}-download-{e}-{n}" for e in ecus if e in linux}
+                return self._run_or_wait("download", g, data)
             if g.status == "failed":
                 return self.end(f"download failed: {g.error}", "failed")
             download = g.row.result or {} if g.row is not None else {}
@@ -428,15 +491,16 @@ class _Decider:
         if self.violation is not None and not self.rows.touched("ota_mode_on"):
             return self.end(f"preconditions violated before OTA mode: {self.violation}", "failed")
 
-        g = self.gate("ota_mode_on")
-        if g.status in ("pending", "running"):
-            return self._run_or_wait("ota_mode_on", g)
-        if g.status == "failed":
-            return self.end(f"entering OTA mode failed: {g.error}", "failed")
+        if ecus or not config:  # a configuration campaign flashes nothing: no OTA mode
+            g = self.gate("ota_mode_on")
+            if g.status in ("pending", "running"):
+                return self._run_or_wait("ota_mode_on", g)
+            if g.status == "failed":
+                return self.end(f"entering OTA mode failed: {g.error}", "failed")
 
-        install = self.install(download)
-        if isinstance(install, Decision):
-            return install
+            install = self.install(download)
+            if isinstance(install, Decision):
+                return install
 
         if config:
             g = self.gate("config_read")  # the previous values, journalled before anything is written
@@ -479,7 +543,7 @@ class _Decider:
         for ecu in self.ecus:
             if ecu not in images:
                 return f"download gave no image for ECU {ecu}"
-            if self.core.topology[ecu].banks != "ab" and not previous.get(ecu):
+            if self.topology[ecu].banks != "ab" and not previous.get(ecu):
                 return (f"no rollback image for single-bank ECU {ecu} (not recorded as installed and not "
                         "configured in initial_images): it could not be rolled back, so it is not updated")
         return None
@@ -524,12 +588,12 @@ class _Decider:
             return None
         first, last = self.install_order()
         group = first if any(e in todo or e in running for e in first) else last
-        busy = {self.core.topology[e].bus for e in running}
+        busy = {self.topology[e].bus for e in running}
         actions: list[Action] = []
         for ecu in group:
             if ecu not in todo:
                 continue
-            bus = self.core.topology[ecu].bus
+            bus = self.topology[ecu].bus
             if bus in busy:
                 continue
             busy.add(bus)
@@ -618,7 +682,14 @@ class _Decider:
         if isinstance(restored, Decision):
             return restored
         out = self.rollback_ecus(reason)
-        if restored is None or isinstance(out, Decision):
+        if isinstance(out, Decision):
+            return out
+        configure = self.rows.last(("configure", None))
+        refused = configure is not None and (configure.result or {}).get("state") == "refused"  # nothing written
+        if restored is None and not self.ecus and not refused \
+                and self.rows.state(("configure_rollback", None)) == "done":
+            return out[0], "rolled_back", "every ECU concerned is back on its previous configuration value (read back)"
+        if restored is None:
             return out
         ecus, _, detail = out
         return ecus, "failed", f"{restored}; {detail}" if detail else restored
@@ -647,12 +718,12 @@ class _Decider:
                 failed_ecus.append(ecu)
             else:
                 todo.append(ecu)
-        busy = {self.core.topology[e].bus for e in running}
+        busy = {self.topology[e].bus for e in running}
         actions: list[Action] = []
         for ecu in order:
             if ecu not in todo:
                 continue
-            info = self.core.topology[ecu]
+            info = self.topology[ecu]
             if info.bus in busy:
                 continue
             busy.add(info.bus)
@@ -660,7 +731,8 @@ class _Decider:
             data: dict[str, Any] = {
                 "job_id": self.job_id("rollback", ecu),
                 "previous_job": self.rows.previous_job(("rollback", ecu)),
-                "method": "switch_bank" if info.banks == "ab" else "reflash",
+                "method": "linux_rollback" if info.kind == "linux" else "switch_bank" if info.banks == "ab"
+                else "reflash",
                 "image": dict(prev) if prev else None,
             }
             if info.banks == "ab" and before.get(ecu):

@@ -24,7 +24,7 @@ from agent.engine.campaign import CampaignCore, EcuInfo, Policy, rollback_notes
 from agent.engine.config import AgentConfig
 from agent.engine.driver import CampaignDriver
 from agent.engine.journal import CampaignRecord, Journal
-from agent.engine.steps import PeerEvents, Steps
+from agent.engine.steps import PeerEvents, Steps, verdict_key
 from agent.errors import OtaError, VehicleStateError
 from agent.ipc.client import IpcClient
 from agent.ipc.server import Call, Handler
@@ -82,6 +82,8 @@ class AgentDaemon(Daemon):
                    "download-events")
         self.spawn(self._watch_peer_events("update_agent", "update_agent.job.done", lambda p: p["job_id"]),
                    "job-events")
+        self.spawn(self._watch_peer_events("system_agent", "system_agent.preconditions.verdict",
+                                           lambda p: verdict_key(p["phase"])), "verdict-events")
         self._ecu_buses = {name: (ecu.bus, _bitrate(vehicle.buses.get(ecu.bus))) for name, ecu in vehicle.ecus.items()}
         self.spawn(self._watch_consent(), "consent-events")
         self.spawn(self._forward_display(), "hmi-display")
@@ -277,10 +279,16 @@ class AgentDaemon(Daemon):
                                         "'otactl baseline'")
             result = await self.call("dmclient", "dmclient.check", {"vehicle_version": version})
             a = result.get("assignment")
-            return {"status": result["status"], "vehicle_version": version, "matched": True,
-                    "target_vehicle_version": a["target_vehicle_version"] if a else None,
-                    "ecus": [{"ecu": e["ecu"], "software_version": e["software_version"], "length": e["length"],
-                              "release": e["release"]} for e in (a["ecus"] if a else [])]}
+            out = {"status": result["status"], "vehicle_version": version, "matched": True,
+                   "target_vehicle_version": a["target_vehicle_version"] if a else None,
+                   "ecus": [{"ecu": e["ecu"], "software_version": e["software_version"], "length": e["length"],
+                             "release": e["release"]} for e in (a["ecus"] if a else [])]}
+            if a:
+                config = (a.get("config") or {}).get("values") or {}
+                out["kind"] = "configuration" if config and not a["ecus"] else "software"
+                if config:
+                    out["config"] = dict(config)
+            return out
 
         async def update(call: Call) -> Any:
             base = self.cfg.policy

@@ -15,7 +15,9 @@ on take-up (the lease may have expired while the engine was down) and its lease
 is renewed every lease/3 until the campaign leaves it.
 
 The watch: while the campaign is entering OTA mode or installing (and not ending),
-a task asks the system agent for the install verdict every poll interval, and the
+a task asks the system agent for the install verdict, and again on each of its
+``system_agent.preconditions.verdict`` events for the install phase (relayed by the daemon, every
+reconnection too) or after ``VERDICT_RECHECK_S`` without one (a lost event's backstop); the
 loop asks once more right before it starts a flash or the verify step; a violation is journalled as a
 failed ``watch`` row (the core then stops the installation, see
 :mod:`agent.engine.campaign`). A system agent that cannot answer is logged and asked
@@ -31,7 +33,7 @@ from typing import Any
 
 from agent.engine.campaign import Action, CampaignCore, Decision, Key
 from agent.engine.journal import Journal
-from agent.engine.steps import StepOutcome, Steps
+from agent.engine.steps import VERDICT_RECHECK_S, StepOutcome, Steps, _woken, verdict_key
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +215,15 @@ class CampaignDriver:
     async def _watch(self) -> StepOutcome:
         from agent.errors import OtaError
 
-        while True:
-            try:
-                outcome = await self.steps.preconditions("install")
-                if outcome.state == "failed":
-                    return outcome
-            except OtaError as e:
-                log.warning("campaign %s: watching the preconditions: %s", self.cid, e)
-            await asyncio.sleep(self.steps.poll)
+        with self.steps.peer_events.watch([verdict_key("install")]) as changed:
+            while True:
+                try:
+                    outcome = await self.steps.preconditions("install")
+                    if outcome.state == "failed":
+                        return outcome
+                except OtaError as e:
+                    log.warning("campaign %s: watching the preconditions: %s", self.cid, e)
+                await _woken(changed, max(self.steps.poll, VERDICT_RECHECK_S))
 
     def _start_watch(self) -> None:
         if self._watcher is None:

@@ -3,7 +3,8 @@
 Tables (schema version in ``PRAGMA user_version``, :data:`SCHEMA_VERSION`):
 
 ``campaigns``
-    one row per campaign: id, kind (``update`` | ``install`` | ``rollback``), from / to
+    one row per campaign: id, kind (``update`` | ``install`` | ``rollback``; read back as
+    ``configuration`` for an update that turned out to be a configuration change only), from / to
     vehicle version, the assignment JSON (once the check found it), the policy JSON,
     state (``running`` | ``ended``), ``attempts`` (how many times the engine took the
     campaign up: 1 + resumes after a crash), cancel flag, created / ended, result and
@@ -280,7 +281,11 @@ class Journal:
         return {r[0]: json.loads(r[1]) for r in rows}
 
 
-_CAMPAIGN_COLS = ("id, kind, from_version, to_version, policy, params, state, attempts, cancel_requested, "
+#: ``kind`` as shown: an update whose assignment is a configuration change and no ECU image is a
+#: ``configuration`` campaign (known once the check journalled the assignment; stored as ``update``)
+_KIND = ("CASE WHEN kind = 'update' AND json_extract(assignment, '$.config') IS NOT NULL "
+         "AND json_array_length(assignment, '$.ecus') = 0 THEN 'configuration' ELSE kind END")
+_CAMPAIGN_COLS = (f"id, {_KIND}, from_version, to_version, policy, params, state, attempts, cancel_requested, "
                   "created, ended, result, detail, ecu_outcomes")
 
 

@@ -2,7 +2,8 @@
 
 From the check result (assignment: ECUs, image sizes, releases) and the vehicle's
 buses: versions, ECUs, the bytes to flash, release notes (per ECU its software version
-and release), what the driver cannot do meanwhile, ``mandatory``/``deadline`` when
+and release; each value of a configuration change), what the driver cannot do meanwhile,
+``mandatory``/``deadline`` when
 the assignment carries them (the release's policy, signed by the Director; the
 deadline goes from ISO 8601 UTC to seconds since the epoch), and the estimated install time:
 
@@ -43,10 +44,15 @@ def consent_offer(check: Mapping[str, Any], buses: Mapping[str, tuple[str, int]]
     assignment = check["assignment"]
     ecus = list(assignment["ecus"])
     notes = [f"{e['ecu']}: software {e.get('software_version', '?')} ({e.get('release', 'release')})" for e in ecus]
+    # a configuration change (alone: a configuration campaign, the version stays) says what it switches
+    notes += [f"configuration: {item} = {value}"
+              for item, value in sorted(((assignment.get("config") or {}).get("values") or {}).items())]
     offer: dict[str, Any] = {
         "from_version": str(check["vehicle_version"]), "to_version": str(assignment["target_vehicle_version"]),
         "ecus": [str(e["ecu"]) for e in ecus], "size_bytes": sum(int(e["length"]) for e in ecus),
-        "est_install_s": estimate_install_s([(str(e["ecu"]), int(e["length"])) for e in ecus], buses),
+        # a Linux ECU (independent download) installs from its own storage: no bytes cross a CAN bus
+        "est_install_s": estimate_install_s([(str(e["ecu"]), 0 if e.get("independent") else int(e["length"]))
+                                             for e in ecus], buses),
         "release_notes": "\n".join(notes)[:16384],
         "restrictions": [*RESTRICTIONS, *(f"{e['ecu']} functions are unavailable" for e in ecus)][:32],
     }

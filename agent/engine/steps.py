@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -38,6 +39,14 @@ CallFn = Callable[[str, str, Mapping[str, Any]], Awaitable[Any]]
 CONSENT_RECHECK_S = 60.0
 #: (ecu or None, step, bytes_done, bytes_total)
 ProgressFn = Callable[[str | None, str, int, int], None]
+#: the :class:`PeerEvents` key the system agent's ``system_agent.preconditions.verdict`` events of a
+#: phase are relayed under (the driver's install watch waits on it)
+def verdict_key(phase: str) -> str:
+    return f"preconditions:{phase}"
+
+
+#: s between two asks of the install verdict when no verdict event came (a lost event's backstop)
+VERDICT_RECHECK_S = 2.0
 
 
 class PeerEvents:
@@ -271,7 +280,31 @@ class Steps:
         if ready.state == "failed":
             return failed(f"download preconditions not met: {ready.error}", ready.result)
         assignment = context["check"]["assignment"]
-        ecus = list(assignment["ecus"])
+        ecus = [e for e in assignment["ecus"] if not e.get("independent")]
+        linux = [e for e in assignment["ecus"] if e.get("independent")]
+        jobs = dict(action.data.get("linux_jobs") or {})
+        parts: list[Awaitable[StepOutcome]] = [self.linux_download(e, jobs[e["ecu"]], assignment) for e in linux]
+        if ecus:
+            parts.insert(0, self.gateway_download(ecus))
+        try:
+            outcomes = await asyncio.gather(*parts)
+        except asyncio.CancelledError:  # a cancel (or the engine stopping): the Linux ECUs stop downloading too
+            await asyncio.shield(self.cancel_linux_downloads([e["ecu"] for e in linux]))
+            raise
+        bad = [o.error for o in outcomes if o.state != "done"]
+        if bad:
+            if any(o.state == "interrupted" for o in outcomes):
+                return StepOutcome("interrupted", {}, "; ".join(str(b) for b in bad))
+            return failed("; ".join(str(b) for b in bad))
+        images: dict[str, Any] = {}
+        for o in outcomes:
+            images.update(o.result["images"])
+        images = {e["ecu"]: images[e["ecu"]] for e in assignment["ecus"]}  # assignment order
+        previous = await self.previous_images(list(images), independent={e["ecu"] for e in linux})
+        return done({"images": images, "previous": previous})
+
+    async def gateway_download(self, ecus: list[Mapping[str, Any]]) -> StepOutcome:
+        """The CAN ECUs' images through the gateway's dmclient (resumable, verified, into its cache)."""
         order = await self.call("dmclient", "dmclient.download.start",
                                 {"targets": [order_target(e) for e in ecus], "pin": f"campaign:{self.cid}"})
         ids = [t["id"] for t in order["targets"]]
@@ -293,10 +326,40 @@ class Steps:
                                   "length": ecu["length"], "hashes": dict(ecu["hashes"]),
                                   "release_counter": ecu["release_counter"],
                                   "software_version": ecu["software_version"]}
-        previous = await self.previous_images([e["ecu"] for e in ecus])
-        return done({"images": images, "previous": previous})
+        return done({"images": images})
 
-    async def previous_images(self, ecus: list[str]) -> dict[str, Any]:
+    async def linux_download(self, ecu: Mapping[str, Any], job_id: str, assignment: Mapping[str, Any]) -> StepOutcome:
+        """A Linux ECU downloads its image itself (the update agent's job sends the order over SOME/IP and
+        follows the ECU's status; its progress comes as the job's progress events)."""
+        name, ind = str(ecu["ecu"]), ecu["independent"]
+        targets = assignment.get("director_targets")
+        if not targets:
+            return failed(f"{name}: the check gave no Director targets metadata for its partial verification")
+        action = Action("download", name, {"job_id": job_id})
+        order = {"ecu": name, "instance": ind["instance"], "campaign_id": self.cid, "target": ecu["target"],
+                 "url": ecu["url"], "length": ecu["length"], "hashes": dict(ecu["hashes"]),
+                 "software_version": ecu["software_version"], "director_targets": targets["path"]}
+        if ecu.get("encryption"):  # the url is the ciphertext's; the key is wrapped to the ECU's own key
+            order["wrapped_key"] = json.dumps(ecu["encryption"]["spec"], sort_keys=True)
+        outcome = await self.job(action, "update_agent.job.linux_download", order)
+        if outcome.state != "done":
+            return StepOutcome(outcome.state, outcome.result, f"{name}: {outcome.error}")
+        image = {"path": None, "format": "linux", "name": ecu["target"], "length": ecu["length"],
+                 "hashes": dict(ecu["hashes"]), "release_counter": ecu["release_counter"],
+                 "software_version": ecu["software_version"], "independent": dict(ind), "job_id": job_id}
+        return done({"images": {name: image}})
+
+    async def cancel_linux_downloads(self, ecus: list[str]) -> None:
+        for ecu in ecus:
+            try:
+                status = await self.call("update_agent", "update_agent.linux.cancel",
+                                         {"ecu": ecu, "campaign_id": self.cid})
+                log.info("campaign %s: %s download %s", self.cid, ecu, status["state"])
+            except OtaError as e:  # refused once installing (or done with), or the ECU is gone
+                log.info("campaign %s: the download of %s not cancelled: %s", self.cid, ecu, e)
+
+    async def previous_images(self, ecus: list[str], independent: set[str] | frozenset[str] = frozenset()
+                              ) -> dict[str, Any]:
         """What is installed on each ECU now, located in dmclient's cache and pinned for the rollback.
 
         dmclient's installed-image records are the source: the bench's end-of-line provisioning
@@ -310,6 +373,9 @@ class Steps:
         for ecu in ecus:
             rec = installed.get(ecu)
             if rec is None:
+                continue
+            if ecu in independent:  # the Linux ECU keeps its previous image itself (its other slot)
+                out[ecu] = {**rec, "path": None, "format": "linux", "independent": True}
                 continue
             sha = rec["hashes"]["sha256"]
             path = paths.get(sha)
@@ -385,8 +451,13 @@ class Steps:
     async def step_flash(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
         ecu = str(action.ecu)
         image = action.data["image"]
-        outcome = await self.job(action, "update_agent.job.flash",
-                                 {"ecu": ecu, "image_path": image["path"], "format": image["format"]})
+        if image.get("independent"):  # a Linux ECU: the install script handed over, install, activate
+            outcome = await self.job(action, "update_agent.job.linux_install", {
+                "ecu": ecu, "instance": image["independent"]["instance"], "campaign_id": self.cid,
+                "script": image["independent"]["install_script"], "software_version": image["software_version"]})
+        else:
+            outcome = await self.job(action, "update_agent.job.flash",
+                                     {"ecu": ecu, "image_path": image["path"], "format": image["format"]})
         if outcome.state == "done":
             await self.record_installed(ecu, image)
         return outcome
@@ -394,6 +465,14 @@ class Steps:
     async def step_rollback(self, action: Action, context: Mapping[str, Any]) -> StepOutcome:
         ecu = str(action.ecu)
         image = action.data.get("image")
+        if action.data["method"] == "linux_rollback":  # a Linux ECU: its rollback call (back to the other slot)
+            linux: dict[str, Any] = {"ecu": ecu, "campaign_id": self.cid}
+            if action.data.get("expected_version"):
+                linux["expected_version"] = str(action.data["expected_version"])
+            outcome = await self.job(action, "update_agent.job.linux_rollback", linux)
+            if outcome.state == "done" and image:
+                await self.record_installed(ecu, image)
+            return outcome
         params: dict[str, Any] = {"ecu": ecu, "method": action.data["method"]}
         if action.data["method"] == "switch_bank" and action.data.get("expected_version"):
             params["expected_version"] = str(action.data["expected_version"])
@@ -518,12 +597,21 @@ class Steps:
             await self.call("hmi_agent", "hmi_agent.display", {"campaign_id": self.cid, "text": text})
         except OtaError as e:
             notes.append(f"display: {e}")
+        if result != "succeeded":  # a Linux ECU still holding this campaign's download lets it go (else refused)
+            assignment = (context.get("check") or {}).get("assignment") or {}
+            await self.cancel_linux_downloads([e["ecu"] for e in assignment.get("ecus", []) if e.get("independent")])
         try:
             if result == "succeeded":
                 await self.pin_rollback_images(context)
             await self.call("dmclient", "dmclient.cache.unpin", {"owner": f"campaign:{self.cid}"})
         except OtaError as e:
             notes.append(f"cache pins: {e}")
+        config = ((context.get("check") or {}).get("assignment") or {}).get("config") or {}
+        if result == "succeeded" and config.get("values"):
+            try:  # written and read back on every ECU: the next manifest reports it (the Director stops assigning)
+                await self.call("dmclient", "dmclient.configuration.record", {"values": dict(config["values"])})
+            except OtaError as e:
+                notes.append(f"configuration record: {e}")
         return done({"notes": notes})
 
     async def pin_rollback_images(self, context: Mapping[str, Any]) -> None:

@@ -18,6 +18,9 @@ What :func:`build_release` does, refusing bad input before anything is written:
    repository's keys, then the release manifest for the Director (with the release's
    ``mandatory`` / ``deadline``, which the Director signs into each vehicle's targets).
 
+A configuration-only release (``applies_to``, no image) publishes its baseline and its
+configuration change target only.
+
 The repository is created (fresh keys, root v1 with a 2-of-3 root threshold) when
 ``DIR`` does not hold one yet; building into an existing one adds the release.
 """
@@ -112,7 +115,8 @@ def _ref(info: TargetFile) -> FileRef:
 
 def _image_targets(repo: ImageRepository, spec: ReleaseSpec, t: EcuImageSpec,
                    out: dict[str, TargetFile]) -> ReleaseImage:
-    load_image(t.image, fmt=t.format, base_address=t.base_address)  # refuse a malformed image, naming its line
+    if not t.independent:  # a Linux ECU's package is any bytes; a flash image must parse
+        load_image(t.image, fmt=t.format, base_address=t.base_address)  # refuse a malformed image, naming its line
     data = t.image.read_bytes()
     name = f"{t.ecu}/{t.ecu}-{t.software_version}{_suffix(t.image)}"
     ciphertext = None
@@ -137,7 +141,8 @@ def _image_targets(repo: ImageRepository, spec: ReleaseSpec, t: EcuImageSpec,
                                               custom.ImageDelta(name, d.from_version, base_hashes).to_dict())
         deltas.append(ReleaseDelta(_ref(out[patch_name]), d.from_version, base_hashes))
     return ReleaseImage(t.ecu, _ref(out[name]), t.hardware_id, t.release_counter, t.software_version,
-                        t.flash_script, tuple(deltas), _ref(out[ciphertext]) if ciphertext else None)
+                        t.flash_script, tuple(deltas), _ref(out[ciphertext]) if ciphertext else None,
+                        t.install_script)
 
 
 def build_release(spec_path: Path, out: Path, *, clock: Clock = utc_now) -> BuildResult:
@@ -166,6 +171,6 @@ def build_release(spec_path: Path, out: Path, *, clock: Clock = utc_now) -> Buil
                                                custom.ImageConfig(spec.release).to_dict())
         config = _ref(new[config_name])
     manifest = ReleaseManifest(spec.release, spec.target_vehicle_version, _ref(new[baseline_name]), images, config,
-                               spec.mandatory, spec.deadline)
+                               spec.mandatory, spec.deadline, dict(spec.config.values) if spec.config else {})
     repo.publish(new, manifest)
     return BuildResult(manifest, out, repo.repo.targets.signed.version, tuple(sorted(new)))

@@ -14,9 +14,16 @@ On every vehicle version manifest (:meth:`Director.handle_manifest`):
    ``custom`` the ECU, hardware id, release counter, software and target vehicle
    version, flash script, the delta patch whose base is the image the ECU reports
    installed (if the release has one), and for an encrypted image the content key
-   wrapped to this vehicle's key; plus the release's baseline XML, whose ``custom``
-   carries the release's ``mandatory`` / ``deadline`` when it has them. A vehicle on the
-   last node, off the route, or outside a test group gets an empty targets list;
+   wrapped to this vehicle's key (a Linux ECU's independent download: to that ECU's own
+   key); plus the release's baseline XML, whose ``custom``
+   carries the release's ``mandatory`` / ``deadline`` when it has them. With no edge to
+   take, the node's configuration entry of the route (if any reaches this VIN) names a
+   configuration-only release: assigned (its baseline and configuration target, for the
+   vehicle version the car is on) unless the manifest's signed ``configuration`` already
+   reports every value of it, which is how the Director learns that the change succeeded
+   (see :mod:`dmclient.uptane.manifest` for why the manifest and not a report). A vehicle
+   on the last node, off the route, outside a test group, or configured gets an empty
+   targets list;
 3. the Director repository of that vehicle (``vehicles/<VIN>/metadata``, sharing the
    Director root) publishes new targets / snapshot / timestamp versions when this
    decision differs from the last one, and otherwise only re-signs the timestamp
@@ -264,6 +271,8 @@ class Director:
             log.error("route %s: release %s leads to %s, but the edge leads to %s", route.name, release.release,
                       release.target_vehicle_version, edge.target)
             edge, release = None, None
+        if edge is None:
+            edge, release = self._configuration(route, vehicle.vin, manifest, current)
         deltas = self._deltas(release, manifest) if release else {}
         decision = Decision(edge.key if edge else None, release.release if release else None, deltas,
                             root_versions(self.roots_dir)[-1])
@@ -284,6 +293,21 @@ class Director:
         state["published"] = published
         return {"vin": vehicle.vin, "vehicle_version": str(current), "release": decision.release,
                 "edge": decision.edge, "targets_version": published["targets_version"]}
+
+    def _configuration(self, route: Route, vin: str, manifest: VehicleManifest,
+                       current: vehicle_version.VehicleVersion) -> tuple[Edge | None, ReleaseManifest | None]:
+        """The configuration-only release this vehicle should have and does not report yet, or (None, None)."""
+        entry = route.configuration(current, vin)
+        if entry is None:
+            return None, None
+        release = load_release(self.image_dir, entry.release)
+        if release is None or not release.configuration_only or release.target_vehicle_version != str(current):
+            log.error("route %s: configuration %s names %s, which is not a configuration-only release of the "
+                      "Image repository applying to %s", route.name, entry.key, entry.release, current)
+            return None, None
+        if all(manifest.configuration.get(k) == v for k, v in release.config_values.items()):
+            return None, None  # the vehicle reports every value: applied
+        return entry, release
 
     @staticmethod
     def _published(repo: TufRepository) -> dict[str, Any]:
@@ -316,15 +340,22 @@ class Director:
             delta = custom.DirectorDelta(d.patch.target, d.base)
         encryption = None
         if img.ciphertext is not None:
-            if vehicle.encryption_key is None:
-                raise ConfigurationError(f"release {release.release} has an encrypted image for {img.ecu} but vehicle "
-                                         f"{vehicle.vin} has no registered encryption key")
+            # a Linux ECU downloading itself decrypts itself: the key is wrapped to its own key, never the vehicle's
+            to = vehicle.ecu_keys.get(img.ecu) if img.install_script is not None else vehicle.encryption_key
+            if to is None:
+                whose = f"ECU {img.ecu} of vehicle {vehicle.vin} has no registered encryption key of its own" \
+                    if img.install_script is not None else f"vehicle {vehicle.vin} has no registered encryption key"
+                raise ConfigurationError(f"release {release.release} has an encrypted image for {img.ecu} but {whose}")
             key, nonce = load_content_key(self.image_dir, img.file.hashes.sha256)
-            ephemeral, wrapped = wrap_content_key(vehicle.encryption_key, key)
+            ephemeral, wrapped = wrap_content_key(to, key)
             spec = EncryptionSpec(ephemeral, wrapped, nonce, img.ciphertext.hashes)
             encryption = custom.DirectorEncryption(img.ciphertext.target, spec)
+        independent = None
+        if img.install_script is not None:  # the ECU downloads it itself, told over SOME/IP (its instance)
+            independent = custom.DirectorIndependent(vehicle.instances.get(img.ecu, 1), img.install_script)
         c = custom.DirectorEcuImage(img.ecu, img.hardware_id, img.release_counter, img.software_version,
-                                    release.release, str(edge.target), img.flash_script, delta, encryption)
+                                    release.release, str(edge.target), img.flash_script, delta, encryption,
+                                    independent)
         return TargetFile(img.file.length, img.file.hashes.to_dict(), img.target, {"custom": c.to_dict()})
 
     def _targets(self, vehicle: RegisteredVehicle, release: ReleaseManifest, edge: Edge,

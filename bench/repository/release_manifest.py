@@ -13,7 +13,10 @@ keys of encrypted images are in ``content-keys/``)::
                  "deltas": [{"target": "engine/engine-1.0.0-to-1.1.0.bsdiff", "length": 2550, "hashes": {...},
                              "base_version": "1.0.0", "base": {"sha256": "...", "sha512": "..."}}],
                  "ciphertext": null}],          # or {"target": ..., "length": ..., "hashes": ...}
-     "config": {"target": "config/bv-1.1.0.json", "length": 52, "hashes": {...}},   # optional
+     "config": {"target": "config/bv-1.1.0.json", "length": 52, "hashes": {...},     # optional
+                "values": {"drive_mode": "sport"}},   # what the target says: the Director compares it with
+                                                      # the configuration a vehicle manifest reports
+     # a configuration-only release: "images": [] and a "config"; target_vehicle_version is the one it applies to
      "mandatory": true, "deadline": "2026-12-01T00:00:00Z"}   # optional: the release's consent policy
 """
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,8 @@ class ReleaseImage:
     flash_script: str
     deltas: tuple[ReleaseDelta, ...] = ()
     ciphertext: FileRef | None = None
+    #: a Linux ECU's image it downloads itself: the install script handed to it (None: a flash image)
+    install_script: str | None = None
 
     @property
     def target(self) -> str:
@@ -77,7 +82,8 @@ class ReleaseImage:
         return {"ecu": self.ecu, **self.file.to_json(), "hardware_id": self.hardware_id,
                 "release_counter": self.release_counter, "software_version": self.software_version,
                 "flash_script": self.flash_script, "deltas": [d.to_json() for d in self.deltas],
-                "ciphertext": self.ciphertext.to_json() if self.ciphertext else None}
+                "ciphertext": self.ciphertext.to_json() if self.ciphertext else None,
+                **({"install_script": self.install_script} if self.install_script is not None else {})}
 
     @classmethod
     def from_json(cls, i: Mapping[str, Any]) -> ReleaseImage:
@@ -85,7 +91,8 @@ class ReleaseImage:
                    str(i["software_version"]), str(i["flash_script"]),
                    tuple(ReleaseDelta(FileRef.from_json(d), str(d["base_version"]), Hashes.parse(d["base"], "base"))
                          for d in i["deltas"]),
-                   FileRef.from_json(i["ciphertext"]) if i.get("ciphertext") else None)
+                   FileRef.from_json(i["ciphertext"]) if i.get("ciphertext") else None,
+                   str(i["install_script"]) if i.get("install_script") is not None else None)
 
 
 @dataclass(frozen=True)
@@ -99,12 +106,14 @@ class ReleaseManifest:
     #: the release's consent policy (None: the release does not say); deadline ISO 8601 UTC
     mandatory: bool | None = None
     deadline: str | None = None
+    #: the values of the configuration change (item -> value)
+    config_values: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = {"format": FORMAT, "release": self.release, "target_vehicle_version": self.target_vehicle_version,
                "baseline": self.baseline.to_json(), "images": [i.to_json() for i in self.images]}
         if self.config is not None:
-            out["config"] = self.config.to_json()
+            out["config"] = {**self.config.to_json(), "values": dict(self.config_values)}
         return {**out, **custom.policy_fields(self.mandatory, self.deadline)}
 
     @classmethod
@@ -116,7 +125,8 @@ class ReleaseManifest:
                        tuple(ReleaseImage.from_json(i) for i in data["images"]),
                        FileRef.from_json(data["config"]) if data.get("config") else None,
                        custom.check_mandatory(data["mandatory"], "mandatory") if "mandatory" in data else None,
-                       custom.check_deadline(data["deadline"], "deadline") if "deadline" in data else None)
+                       custom.check_deadline(data["deadline"], "deadline") if "deadline" in data else None,
+                       {str(k): str(v) for k, v in (data.get("config") or {}).get("values", {}).items()})
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigurationError(f"malformed release manifest: {e!r}", source=source) from e
 
@@ -130,6 +140,11 @@ class ReleaseManifest:
 
     def image(self, ecu: str) -> ReleaseImage | None:
         return next((i for i in self.images if i.ecu == ecu), None)
+
+    @property
+    def configuration_only(self) -> bool:
+        """A configuration change and no ECU image: ``target_vehicle_version`` is the version it applies to."""
+        return not self.images and self.config is not None
 
 
 def load_release(image_dir: Path, release_id: str) -> ReleaseManifest | None:

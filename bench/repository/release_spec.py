@@ -21,6 +21,15 @@
           - from_version: 0.9.0
             base_image: images/engine-0.9.0.hex   # or from a file (e.g. the factory image)
         encrypt: false                      # AES-256-GCM; the Director wraps the key per vehicle
+      - type: linux-image                   # a Linux ECU's package it downloads itself (independent download)
+        ecu: ivi
+        hardware_id: IVI-9000
+        software_version: 5.1.0
+        release_counter: 2
+        image: images/ivi-5.1.0.pkg         # any bytes: the ECU's install script knows what they are
+        install_script: scripts/ivi-install.yaml   # handed to the ECU's agent at install (its stem: the name)
+        independent: true                   # the only mode: the gateway never downloads it
+        encrypt: false                      # the Director wraps the key to the ECU's own key (vehicles.yaml)
       - type: config-change                 # remote configuration, applied after the images are installed
         values: {drive_mode: sport, launch_control: "on"}   # item -> value (configs/bench-config-items.yaml)
     expiry_days: {targets: 30, snapshot: 7, timestamp: 1}   # optional
@@ -29,6 +38,21 @@
     deadline: 2026-12-01T00:00:00Z          # optional, mandatory releases only: an absolute ISO 8601 UTC
                                             # time after which the update proceeds at the vehicle's next
                                             # maintenance window without asking
+
+A *configuration-only* release (remote configuration on its own, FAW paper 3.4) has only a
+``config-change`` target and says with ``applies_to`` (instead of ``target_vehicle_version``)
+the vehicle version whose cars it configures: a configuration change is not software, so the
+vehicle version does not change. The baseline must list that version (the Director signs the
+baseline with the change, as for any release); a route's ``configurations`` entry assigns the
+release to the cars on that version (:mod:`bench.repository.route`)::
+
+    format: 1
+    release: bv-1.1.0-sport
+    applies_to: BV OS D 1.1.0               # one vehicle version (one release per version)
+    baseline: bench-sw-baseline.xml
+    targets:
+      - type: config-change
+        values: {drive_mode: sport, comfort_lights: "on"}
 
 ``mandatory`` and ``deadline`` are the release's consent policy: the Director puts them in
 the ``custom`` of the baseline target it signs for each vehicle (see
@@ -51,7 +75,7 @@ from dmclient.uptane.custom import MAX_COUNTER, check_ident
 from update_agent import vehicle_version
 from update_agent.images import FORMATS
 
-TARGET_TYPES = ("ecu-image", "config-change")
+TARGET_TYPES = ("ecu-image", "config-change", "linux-image")
 
 
 @dataclass(frozen=True)
@@ -73,6 +97,12 @@ class EcuImageSpec:
     deltas: tuple[DeltaSpec, ...] = ()
     encrypt: bool = False
     where: str = ""
+    #: a ``linux-image``: the install script (text) the gateway hands to the ECU, which downloads the image itself
+    install_script: str | None = None
+
+    @property
+    def independent(self) -> bool:
+        return self.install_script is not None
 
 
 @dataclass(frozen=True)
@@ -86,6 +116,7 @@ class ConfigChangeSpec:
 @dataclass(frozen=True)
 class ReleaseSpec:
     release: str
+    #: the version the release leads to; of a configuration-only release, the one it applies to (``applies_to``)
     target_vehicle_version: str
     baseline: Path
     targets: tuple[EcuImageSpec, ...]
@@ -96,6 +127,11 @@ class ReleaseSpec:
     mandatory: bool | None = None
     #: ISO 8601 UTC (canonical ``YYYY-MM-DDTHH:MM:SSZ``); only with ``mandatory`` true
     deadline: str | None = None
+
+    @property
+    def configuration_only(self) -> bool:
+        """A configuration change and no ECU image: the vehicle version does not change."""
+        return not self.targets and self.config is not None
 
 
 def _ident(node: Node, key: str) -> str:
@@ -157,6 +193,8 @@ def _target(node: Node, base: Path) -> EcuImageSpec | ConfigChangeSpec:
         raise node.error(f"unknown target type {kind!r} (supported: {', '.join(TARGET_TYPES)})", "type")
     if kind == "config-change":
         return _config_change(node)
+    if kind == "linux-image":
+        return _linux_image(node, base)
     fmt = node.choice("format", FORMATS, None) if node.has("format") else None
     spec = EcuImageSpec(
         ecu=_ident(node, "ecu"), hardware_id=_ident(node, "hardware_id"),
@@ -181,19 +219,48 @@ def _target(node: Node, base: Path) -> EcuImageSpec | ConfigChangeSpec:
     return spec
 
 
+def _linux_image(node: Node, base: Path) -> EcuImageSpec:
+    if not node.get("independent", bool, True):
+        raise node.error("a Linux ECU image is downloaded by the ECU itself: independent must be true", "independent")
+    script = _file(node, "install_script", base)
+    text = script.read_text()
+    if not text.strip() or len(text) > custom.MAX_INSTALL_SCRIPT:
+        raise node.error(f"the install script must hold 1..{custom.MAX_INSTALL_SCRIPT} characters", "install_script")
+    try:
+        name = check_ident(script.stem, node.key_path("install_script"))
+    except ValueError as e:
+        raise node.error(str(e).split(": ", 1)[1], "install_script") from e
+    spec = EcuImageSpec(
+        ecu=_ident(node, "ecu"), hardware_id=_ident(node, "hardware_id"),
+        software_version=_ident(node, "software_version"),
+        release_counter=node.integer("release_counter", minimum=0, maximum=MAX_COUNTER),
+        image=_file(node, "image", base), flash_script=name, format="bin", where=node.key_path(),
+        install_script=text, encrypt=node.get("encrypt", bool, False))
+    node.done()
+    return spec
+
+
 def load_release_spec(path: str | Path) -> ReleaseSpec:
     root = load_yaml(path)
     base = Path(path).resolve().parent
     fmt = root.integer("format", 1)
     if fmt != 1:
         raise root.error(f"only format 1 is understood, got {fmt}", "format")
-    version = root.get("target_vehicle_version", str)
-    canonical = str(vehicle_version.parse(version, source=str(path), key="target_vehicle_version"))
     parsed = root.items("targets", lambda n: _target(n, base))
     configs = [t for t in parsed if isinstance(t, ConfigChangeSpec)]
     targets = tuple(t for t in parsed if isinstance(t, EcuImageSpec))
-    if not targets:
-        raise root.error("a release needs at least one ECU image", "targets")
+    if not targets and not configs:
+        raise root.error("a release needs at least one ECU image or a config-change", "targets")
+    # a configuration-only release names the version it applies to; a software release the one it leads to
+    version_key = "target_vehicle_version" if targets else "applies_to"
+    wrong_key = "applies_to" if targets else "target_vehicle_version"
+    if root.has(wrong_key):
+        raise root.error("a release with ECU images leads to a target_vehicle_version (applies_to is for "
+                         "configuration-only releases)" if targets else
+                         "a configuration-only release does not change the vehicle version: say which version it "
+                         "applies to with applies_to", wrong_key)
+    version = root.get(version_key, str)
+    canonical = str(vehicle_version.parse(version, source=str(path), key=version_key))
     if len(configs) > 1:
         raise ConfigurationError("a release has at most one config-change target (put every value in it)",
                                  source=str(path), key=configs[1].where)

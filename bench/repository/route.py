@@ -16,6 +16,20 @@ of the edge leaving that node, with no one deploying tasks by hand. A route file
         stage: test
         test_group: [BENCHVIN000000001]
 
+Configuration-only releases (remote configuration, FAW paper 3.4) do not move a vehicle
+along the route: they are listed per node under ``configurations``, with the same stages::
+
+    configurations:
+      - applies_to: BV OS D 1.1.0
+        release: bv-1.1.0-sport      # a configuration-only release applying to that version
+        stage: published
+
+Such an entry is the configuration the cars on that node should have: the Director assigns
+it to a car on the node that has no software edge to take now, until the car's signed
+vehicle manifest reports every value of it (see :mod:`bench.repository.director`).
+Changing a node's configuration is replacing its entry: as for edges, at most one
+published entry per node, a VIN in at most one test group per node.
+
 The paper's three-node route is the two edges above. Stages follow the release flow of
 the Aliyun IoV platform (upload, create version, *test device group*, test, test passed,
 publish): ``draft`` reaches no vehicle; ``test`` and ``passed`` reach only the VINs in
@@ -61,7 +75,18 @@ class Edge:
 
     @property
     def key(self) -> str:
+        if self.source == self.target:  # a configuration entry
+            return f"{self.source} configuration ({self.release})"
         return f"{self.source} -> {self.target} ({self.release})"
+
+
+def _pick(edges: tuple[Edge, ...], current: VehicleVersion, vin: str) -> Edge | None:
+    """Of the edges leaving ``current``: the one whose test group has ``vin``, else the published one."""
+    leaving = [e for e in edges if e.source == current]
+    tested = [e for e in leaving if e.stage in ("test", "passed") and vin in e.test_group]
+    if tested:
+        return tested[0]
+    return next((e for e in leaving if e.stage == "published"), None)
 
 
 @dataclass(frozen=True)
@@ -69,14 +94,16 @@ class Route:
     name: str
     edges: tuple[Edge, ...]
     source: str
+    #: configuration-only releases per node (an Edge whose source and target are that node)
+    configurations: tuple[Edge, ...] = ()
 
     def next_edge(self, current: VehicleVersion, vin: str) -> Edge | None:
         """The edge a vehicle on ``current`` takes now, or None (last node, not on the route, not yet rolled out)."""
-        leaving = [e for e in self.edges if e.source == current]
-        tested = [e for e in leaving if e.stage in ("test", "passed") and vin in e.test_group]
-        if tested:
-            return tested[0]
-        return next((e for e in leaving if e.stage == "published"), None)
+        return _pick(self.edges, current, vin)
+
+    def configuration(self, current: VehicleVersion, vin: str) -> Edge | None:
+        """The configuration-only release a vehicle on ``current`` should have, or None."""
+        return _pick(self.configurations, current, vin)
 
     def nodes(self) -> list[VehicleVersion]:
         return sorted({e.source for e in self.edges} | {e.target for e in self.edges})
@@ -86,12 +113,16 @@ def _version(node: Node, key: str) -> VehicleVersion:
     return vehicle_version.parse(node.get(key, str), source=node.source, key=node.key_path(key))
 
 
-def _edge(node: Node) -> Edge:
-    source, target = _version(node, "from"), _version(node, "to")
-    if not source.same_line(target):
-        raise node.error(f"{source} and {target} are not of the same model and platform", "to")
-    if not source < target:
-        raise node.error(f"an edge must lead to a newer vehicle version: {target} is not newer than {source}", "to")
+def _edge(node: Node, *, configuration: bool = False) -> Edge:
+    if configuration:
+        source = target = _version(node, "applies_to")
+    else:
+        source, target = _version(node, "from"), _version(node, "to")
+        if not source.same_line(target):
+            raise node.error(f"{source} and {target} are not of the same model and platform", "to")
+        if not source < target:
+            raise node.error(f"an edge must lead to a newer vehicle version: {target} is not newer than {source}",
+                             "to")
     try:
         release = check_ident(node.get("release", str), node.key_path("release"))
     except ValueError as e:
@@ -114,15 +145,17 @@ def load_route(path: str | Path) -> Route:
         raise root.error(f"only format 1 is understood, got {fmt}", "format")
     name = root.get("route", str, Path(path).stem)
     edges = tuple(root.items("edges", _edge))
-    for i, e in enumerate(edges):
-        for other in edges[:i]:
-            if other.source != e.source:
-                continue
-            if other.stage == e.stage == "published":
-                raise root.error(f"two published edges leave {e.source}: {other.key} and {e.key}", e.where)
-            both = (other.test_group & e.test_group) if {other.stage, e.stage} <= {"test", "passed"} else set()
-            if both:
-                raise root.error(f"VIN {sorted(both)[0]} is in the test groups of two edges leaving {e.source}",
-                                 e.where)
+    configurations = tuple(root.items("configurations", lambda n: _edge(n, configuration=True), []))
+    for what, entries in (("edges leave", edges), ("configurations apply to", configurations)):
+        for i, e in enumerate(entries):
+            for other in entries[:i]:
+                if other.source != e.source:
+                    continue
+                if other.stage == e.stage == "published":
+                    raise root.error(f"two published {what} {e.source}: {other.key} and {e.key}", e.where)
+                both = (other.test_group & e.test_group) if {other.stage, e.stage} <= {"test", "passed"} else set()
+                if both:
+                    raise root.error(f"VIN {sorted(both)[0]} is in the test groups of two {what} {e.source}",
+                                     e.where)
     root.done()
-    return Route(name, edges, str(path))
+    return Route(name, edges, str(path), configurations)

@@ -57,6 +57,19 @@ class EncryptionAssignment:
 
 
 @dataclass(frozen=True)
+class IndependentAssignment:
+    """The ECU downloads the image itself (independent download): not ordered from this dmclient."""
+
+    #: the ECU's SOME/IP "OTA secondary" service instance
+    instance: int
+    #: the install script the gateway hands to the ECU's agent
+    install_script: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"instance": self.instance, "install_script": self.install_script}
+
+
+@dataclass(frozen=True)
 class EcuAssignment:
     ecu: str
     #: the image's name in both repositories
@@ -73,14 +86,18 @@ class EcuAssignment:
     flash_script: str
     delta: DeltaAssignment | None = None
     encryption: EncryptionAssignment | None = None
+    independent: IndependentAssignment | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"ecu": self.ecu, "target": self.target, "url": self.url, "length": self.length,
-                "hashes": self.hashes.to_dict(), "release_counter": self.release_counter,
-                "hardware_id": self.hardware_id, "software_version": self.software_version,
-                "release": self.release, "flash_script": self.flash_script,
-                "delta": self.delta.to_json() if self.delta else None,
-                "encryption": self.encryption.to_json() if self.encryption else None}
+        out = {"ecu": self.ecu, "target": self.target, "url": self.url, "length": self.length,
+               "hashes": self.hashes.to_dict(), "release_counter": self.release_counter,
+               "hardware_id": self.hardware_id, "software_version": self.software_version,
+               "release": self.release, "flash_script": self.flash_script,
+               "delta": self.delta.to_json() if self.delta else None,
+               "encryption": self.encryption.to_json() if self.encryption else None}
+        if self.independent is not None:
+            out["independent"] = self.independent.to_json()
+        return out
 
     def order_target(self) -> dict[str, Any]:
         """This image as a target of a dmclient download order (``dmclient.order.TargetSpec``)."""
@@ -131,13 +148,17 @@ class Assignment:
     mandatory: bool | None = None
     #: ISO 8601 UTC, after which a mandatory update proceeds at the next maintenance window
     deadline: str | None = None
+    #: the Director targets.json exactly as verified, in the cache: what an independent-download ECU
+    #: verifies itself (Uptane partial verification); only when an ECU downloads independently
+    director_targets: BaselineAssignment | None = None
 
     def ecu(self, name: str) -> EcuAssignment | None:
         return next((e for e in self.ecus if e.ecu == name), None)
 
     def download_order(self, *, pin: str | None = None) -> dict[str, Any]:
-        """``{"targets": [...], "pin": ...}`` for ``dmclient.order.Order.parse``."""
-        order: dict[str, Any] = {"targets": [e.order_target() for e in self.ecus]}
+        """``{"targets": [...], "pin": ...}`` for ``dmclient.order.Order.parse`` (independent-download ECUs
+        fetch their images themselves: not in it)."""
+        order: dict[str, Any] = {"targets": [e.order_target() for e in self.ecus if e.independent is None]}
         if pin is not None:
             order["pin"] = pin
         return order
@@ -147,6 +168,8 @@ class Assignment:
                                "ecus": [e.to_json() for e in self.ecus], "baseline": self.baseline.to_json()}
         if self.config is not None:
             out["config"] = self.config.to_json()
+        if self.director_targets is not None:
+            out["director_targets"] = self.director_targets.to_json()
         return {**out, **custom.policy_fields(self.mandatory, self.deadline)}
 
 

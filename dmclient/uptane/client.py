@@ -23,6 +23,7 @@ enters the cache), and a detected attack is recorded for the next manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import uuid
@@ -108,7 +109,8 @@ class UptaneClient:
             reports.append(EcuVersionReport(ecu, rec.image if rec else None, rec.release_counter if rec else 0,
                                             counter, attack))
         issued = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return VehicleManifest(self.cfg.vin, self.cfg.primary_id, current_version, issued, tuple(reports))
+        return VehicleManifest(self.cfg.vin, self.cfg.primary_id, current_version, issued, tuple(reports),
+                               self.state.configuration())
 
     # -- the check ------------------------------------------------------------------------
     def check(self, current_version: str) -> CheckResult:
@@ -141,7 +143,7 @@ class UptaneClient:
         ep = self.cfg.director if name == "director" else self.cfg.image
         return RepositoryClient(name, metadata_dir=staged, metadata_url=ep.metadata_url,
                                 targets_url=self.cfg.image.targets_url, trusted_root=ep.root, fetcher=self.fetcher,
-                                reference_time=when, config=self.cfg.limits)
+                                reference_time=when, config=self.cfg.limits.updater_config())
 
     def _verify(self, current: str, when: datetime, staged_d: Path, staged_i: Path) -> CheckResult:
         director = self._client("director", staged_d, when)
@@ -154,6 +156,8 @@ class UptaneClient:
         assignment = None
         if bundle is not None:
             assignment = self._with_baseline(bundle, image)
+            if any(e.independent is not None for e in assignment.ecus):
+                assignment = dataclasses.replace(assignment, director_targets=self._director_targets(staged_d))
         result = CheckResult(assignment, current, director.targets_version, image.targets_version,
                              when.strftime("%Y-%m-%dT%H:%M:%SZ"))
         self.director_store.commit(staged_d)
@@ -198,6 +202,21 @@ class UptaneClient:
         return Assignment(bundle.target_vehicle_version, bundle.ecus,
                           BaselineAssignment(info.path, info.length, hashes, path), self._config(bundle, image),
                           bundle.mandatory, bundle.deadline)
+
+    def _director_targets(self, staged: Path) -> BaselineAssignment:
+        """The Director targets.json exactly as python-tuf verified and stored it, admitted to the cache: the
+        bytes an independent-download ECU checks against its own Director root (partial verification)."""
+        data = (staged / "targets.json").read_bytes()
+        found = StreamHasher(sha512=True)
+        found.update(data)
+        hashes = found.result()
+        tmp = self.cache.temp_path(f"director-targets-{uuid.uuid4().hex}.json")
+        try:
+            tmp.write_bytes(data)
+            path = self.cache.admit(tmp, hashes, len(data))
+        finally:
+            tmp.unlink(missing_ok=True)
+        return BaselineAssignment("director/targets.json", len(data), hashes, path)
 
     def _config(self, bundle: VerifiedBundle, image: RepositoryClient) -> ConfigAssignment | None:
         """The configuration change target, downloaded (length-capped, hash-checked by the TUF client) and parsed."""

@@ -17,6 +17,7 @@
         root: image-root.json
       ecus:                                 # the ECU registry: hardware id of each ECU
         engine: {hardware_id: ENG-4711}
+        ivi: {hardware_id: IVI-9000, linux: true}   # a Linux ECU (SOME/IP, independent download): no CAN
         brake: {hardware_id: BRK-0815}
       time: {source: system}                # or {source: file, path: /run/ota-agent/secure-time}
       metadata_limits: {root: 512000, timestamp: 16384, snapshot: 2000000, targets: 5000000}
@@ -31,14 +32,34 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from tuf.ngclient import UpdaterConfig
+from typing import TYPE_CHECKING
 
 from agent.config.node import Node
 from agent.config.vehicle import VehicleConfig, load_vehicle_config
 from dmclient.order import resolve_url
 from dmclient.uptane.custom import check_ident
 from dmclient.uptane.timesource import FileTime, TimeSource, system_time
+
+if TYPE_CHECKING:
+    from tuf.ngclient import UpdaterConfig
+
+
+@dataclass(frozen=True)
+class MetadataLimits:
+    """The largest metadata file of each role (bytes). The defaults are python-tuf's
+    ``UpdaterConfig`` ones; kept here so reading the config does not import python-tuf (~14 MiB
+    resident), which the daemon loads on its first check."""
+
+    root: int = 512000
+    timestamp: int = 16384
+    snapshot: int = 2000000
+    targets: int = 5000000
+
+    def updater_config(self) -> UpdaterConfig:
+        from tuf.ngclient import UpdaterConfig
+
+        return UpdaterConfig(root_max_length=self.root, timestamp_max_length=self.timestamp,
+                             snapshot_max_length=self.snapshot, targets_max_length=self.targets)
 
 
 @dataclass(frozen=True)
@@ -63,7 +84,7 @@ class UptaneConfig:
     ecus: dict[str, str]
     time_source: TimeSource = system_time
     time_description: str = "system"
-    limits: UpdaterConfig = field(default_factory=UpdaterConfig)
+    limits: MetadataLimits = field(default_factory=MetadataLimits)
     source: str = "<memory>"
 
     @property
@@ -122,9 +143,10 @@ def load_uptane_config(node: Node, *, base_url: str | None = None) -> UptaneConf
     image_node.done()
     ecus: dict[str, str] = {}
     for name, ecu in node.children("ecus"):
-        if name not in vehicle.ecus:
+        # a Linux ECU reached over SOME/IP (independent download) is not on a CAN bus: ``linux: true``
+        if name not in vehicle.ecus and not ecu.get("linux", bool, False):
             raise ecu.error(f"ECU {name!r} is not in the vehicle config {vehicle_path} "
-                            f"(known: {', '.join(sorted(vehicle.ecus))})")
+                            f"(known: {', '.join(sorted(vehicle.ecus))}; a Linux ECU says linux: true)")
         ecus[name] = _ident(ecu, "hardware_id")
         ecu.done()
     if not ecus:
@@ -137,14 +159,14 @@ def load_uptane_config(node: Node, *, base_url: str | None = None) -> UptaneConf
         path = _path(time_node, "path", base)
         time_source, described = FileTime(path), f"file {path}"
     time_node.done()
-    limits = UpdaterConfig()
+    limits = MetadataLimits()
     if node.has("metadata_limits"):
         lim = node.child("metadata_limits")
-        limits = UpdaterConfig(
-            root_max_length=lim.integer("root", limits.root_max_length, minimum=1024, maximum=1 << 24),
-            timestamp_max_length=lim.integer("timestamp", limits.timestamp_max_length, minimum=512, maximum=1 << 20),
-            snapshot_max_length=lim.integer("snapshot", limits.snapshot_max_length, minimum=1024, maximum=1 << 28),
-            targets_max_length=lim.integer("targets", limits.targets_max_length, minimum=1024, maximum=1 << 28))
+        limits = MetadataLimits(
+            root=lim.integer("root", limits.root, minimum=1024, maximum=1 << 24),
+            timestamp=lim.integer("timestamp", limits.timestamp, minimum=512, maximum=1 << 20),
+            snapshot=lim.integer("snapshot", limits.snapshot, minimum=1024, maximum=1 << 28),
+            targets=lim.integer("targets", limits.targets, minimum=1024, maximum=1 << 28))
         lim.done()
     signing_key = _path(node, "signing_key", base)
     if not signing_key.is_file():

@@ -21,10 +21,16 @@ Director targets (online keys; what this vehicle is to install)::
      "release_counter": 3, "software_version": "1.1.0", "release": "bv-1.1.0",
      "target_vehicle_version": "BV OS D 1.1.0", "flash_script": "single_bank",
      "delta": {"target": "engine/...bsdiff", "base": {"sha256": ...}},        # optional
-     "encryption": {"target": "engine/...enc", "spec": {...}}}                # optional
+     "encryption": {"target": "engine/...enc", "spec": {...}},               # optional
+     "independent": {"instance": 1, "install_script": "..."}}   # optional: a Linux ECU
     {"type": "baseline", "target_vehicle_version": "BV OS D 1.1.0",
      "mandatory": true, "deadline": "2026-12-01T00:00:00Z"}   # both optional: the release's policy
     {"type": "config", "target_vehicle_version": "BV OS D 1.1.0"}
+
+``independent`` marks an image a Linux ECU downloads itself (independent download, FAW paper
+3.3): the gateway sends that ECU the download order over SOME/IP (service "OTA secondary",
+``instance``) instead of downloading it, and hands it ``install_script`` (a small YAML list of
+steps the ECU's own agent runs) at install time. ``flash_script`` then names that script.
 
 The baseline target is the one every assignment has exactly once, so it carries the
 release's consent policy: ``mandatory`` (true/false; absent: the release does not say,
@@ -246,6 +252,32 @@ class DirectorEncryption:
         return {"target": self.target, "spec": self.spec.to_dict()}
 
 
+#: the longest install script a Director target may carry for an independent-download ECU
+MAX_INSTALL_SCRIPT = 16 * 1024
+
+
+@dataclass(frozen=True)
+class DirectorIndependent:
+    """A Linux ECU's image it downloads itself: its SOME/IP instance and the install script handed to it."""
+
+    instance: int
+    install_script: str
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> DirectorIndependent:
+        d = _mapping(data, where, {"instance", "install_script"})
+        instance = d["instance"]
+        if not isinstance(instance, int) or isinstance(instance, bool) or not 1 <= instance <= 0xFFFE:
+            raise ValueError(f"{where}.instance: expected a SOME/IP instance id 1..0xFFFE, got {instance!r}")
+        script = d["install_script"]
+        if not isinstance(script, str) or not script.strip() or len(script) > MAX_INSTALL_SCRIPT:
+            raise ValueError(f"{where}.install_script: expected the script text (1..{MAX_INSTALL_SCRIPT} chars)")
+        return cls(instance, script)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"instance": self.instance, "install_script": self.install_script}
+
+
 @dataclass(frozen=True)
 class DirectorEcuImage:
     ecu: str
@@ -257,11 +289,12 @@ class DirectorEcuImage:
     flash_script: str
     delta: DirectorDelta | None = None
     encryption: DirectorEncryption | None = None
+    independent: DirectorIndependent | None = None
 
     @classmethod
     def parse(cls, data: Any, where: str) -> DirectorEcuImage:
         d = _mapping(data, where, {"type", "ecu", "hardware_id", "release_counter", "software_version", "release",
-                                   "target_vehicle_version", "flash_script"}, {"delta", "encryption"})
+                                   "target_vehicle_version", "flash_script"}, {"delta", "encryption", "independent"})
         return cls(check_ident(d["ecu"], f"{where}.ecu"), check_ident(d["hardware_id"], f"{where}.hardware_id"),
                    check_counter(d["release_counter"], f"{where}.release_counter"),
                    check_ident(d["software_version"], f"{where}.software_version"),
@@ -270,7 +303,9 @@ class DirectorEcuImage:
                    check_ident(d["flash_script"], f"{where}.flash_script"),
                    DirectorDelta.parse(d["delta"], f"{where}.delta") if d.get("delta") is not None else None,
                    DirectorEncryption.parse(d["encryption"], f"{where}.encryption")
-                   if d.get("encryption") is not None else None)
+                   if d.get("encryption") is not None else None,
+                   DirectorIndependent.parse(d["independent"], f"{where}.independent")
+                   if d.get("independent") is not None else None)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": ECU_IMAGE, "ecu": self.ecu, "hardware_id": self.hardware_id,
@@ -281,6 +316,8 @@ class DirectorEcuImage:
             out["delta"] = self.delta.to_dict()
         if self.encryption is not None:
             out["encryption"] = self.encryption.to_dict()
+        if self.independent is not None:
+            out["independent"] = self.independent.to_dict()
         return out
 
 

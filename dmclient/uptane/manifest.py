@@ -15,7 +15,16 @@ Uploaded to the Director before every Director refresh. The envelope has TUF's s
                         "hashes": {"sha256": "...", "sha512": "..."}},   # null when unknown
           "release_counter": 1,
           "report_counter": 42,     # strictly increasing per ECU: a replayed report is refused
-          "attack": ""}]}}          # "" or the attack the last check detected for this ECU
+          "attack": ""}],           # "" or the attack the last check detected for this ECU
+       "configuration": {"drive_mode": "sport"}}}  # optional: remote configuration values confirmed
+
+``configuration`` (remote configuration, FAW paper 3.4): per item, the value the last
+campaign that changed it wrote and read back from every ECU of the item. The Director
+decides from it whether a configuration-only release is still to be applied: the
+manifest, not a result report, because it is what Uptane's Director already trusts - signed
+by the vehicle's registered key, replay-checked by the per-ECU report counters, and sent
+again before every check, so a lost report cannot leave the backend believing the wrong
+thing, and nothing unsigned can make the Director stop (or keep) assigning a change.
 
 The same module verifies it on the backend (:func:`verify_manifest`): signature by the
 vehicle's registered key first, then the structure.
@@ -24,8 +33,9 @@ vehicle's registered key first, then the structure.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from securesystemslib.exceptions import UnverifiedSignatureError
@@ -40,6 +50,9 @@ MANIFEST_TYPE = "vehicle-manifest"
 FORMAT = 1
 MAX_MANIFEST_BYTES = 256 * 1024
 MAX_ATTACK = 200
+#: the most configuration items a manifest reports
+MAX_CONFIG_ITEMS = 256
+_CONFIG_ITEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class InvalidManifestError(ProtocolError):
@@ -104,17 +117,22 @@ class VehicleManifest:
     vehicle_version: str
     issued: str
     reports: tuple[EcuVersionReport, ...]
+    #: remote configuration item -> the value confirmed on every ECU of it (see the module docstring)
+    configuration: Mapping[str, str] = field(default_factory=dict)
 
     def to_signed(self) -> dict[str, Any]:
-        return {"type": MANIFEST_TYPE, "format": FORMAT, "vin": self.vin, "primary_id": self.primary_id,
-                "vehicle_version": self.vehicle_version, "issued": self.issued,
-                "ecu_version_reports": [r.to_dict() for r in self.reports]}
+        out = {"type": MANIFEST_TYPE, "format": FORMAT, "vin": self.vin, "primary_id": self.primary_id,
+               "vehicle_version": self.vehicle_version, "issued": self.issued,
+               "ecu_version_reports": [r.to_dict() for r in self.reports]}
+        if self.configuration:
+            out["configuration"] = dict(self.configuration)
+        return out
 
     @classmethod
     def parse(cls, data: Any) -> VehicleManifest:
         where = "signed"
         d = _keys(data, where, {"type", "format", "vin", "primary_id", "vehicle_version", "issued",
-                                "ecu_version_reports"})
+                                "ecu_version_reports"}, {"configuration"})
         if d["type"] != MANIFEST_TYPE:
             raise ValueError(f"{where}.type: expected {MANIFEST_TYPE!r}, got {d['type']!r}")
         if d["format"] != FORMAT:
@@ -132,16 +150,29 @@ class VehicleManifest:
                 raise ValueError(f"{where}.ecu_version_reports[{i}].ecu: {r.ecu!r} reported twice")
             seen.add(r.ecu)
         return cls(check_ident(d["vin"], f"{where}.vin"), check_ident(d["primary_id"], f"{where}.primary_id"),
-                   d["vehicle_version"], d["issued"], reports)
+                   d["vehicle_version"], d["issued"], reports, _configuration(d.get("configuration", {}), where))
 
     def report(self, ecu: str) -> EcuVersionReport | None:
         return next((r for r in self.reports if r.ecu == ecu), None)
 
 
-def _keys(data: Any, where: str, required: set[str]) -> Mapping[str, Any]:
+def _configuration(data: Any, where: str) -> dict[str, str]:
+    where = f"{where}.configuration"
+    if not isinstance(data, Mapping) or len(data) > MAX_CONFIG_ITEMS:
+        raise ValueError(f"{where}: expected an object of at most {MAX_CONFIG_ITEMS} items")
+    for name, value in data.items():
+        if not isinstance(name, str) or not _CONFIG_ITEM.match(name):
+            raise ValueError(f"{where}: not a configuration item name: {name!r}")
+        if not isinstance(value, str) or not 0 < len(value) <= 128:
+            raise ValueError(f"{where}.{name}: expected a value of 1..128 characters")
+    return dict(data)
+
+
+def _keys(data: Any, where: str, required: set[str], optional: frozenset[str] | set[str] = frozenset()
+          ) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise ValueError(f"{where}: expected an object")
-    unknown = sorted(set(data) - required)
+    unknown = sorted(set(data) - required - set(optional))
     if unknown:
         raise ValueError(f"{where}: unknown field {unknown[0]!r}")
     missing = sorted(required - set(data))

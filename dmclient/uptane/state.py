@@ -8,6 +8,8 @@
   attack indicator to send next.
 * ``meta``: the reference time of the last successful check (the time floor, see
   :mod:`dmclient.uptane.timesource`).
+* ``configuration``: per remote configuration item, the value a successful campaign
+  wrote and read back from every ECU of it (the manifest's ``configuration``).
 
 stdlib ``sqlite3``, WAL, ``synchronous=FULL``, one connection behind a lock; schema
 version in ``PRAGMA user_version``, a newer database is refused.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -47,6 +49,11 @@ CREATE TABLE IF NOT EXISTS reports (
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS configuration (
+    item    TEXT PRIMARY KEY,
+    value   TEXT NOT NULL,
+    updated REAL NOT NULL
 );
 """
 
@@ -90,6 +97,20 @@ class UptaneState:
                        "release_counter = excluded.release_counter, updated = excluded.updated",
                        (ecu, image.name, image.length, image.hashes.sha256, image.hashes.sha512, release_counter,
                         time.time()))
+
+    # -- remote configuration ------------------------------------------------------------
+    def configuration(self) -> dict[str, str]:
+        with self._lock:
+            rows = self._db.execute("SELECT item, value FROM configuration ORDER BY item").fetchall()
+        return {str(i): str(v) for i, v in rows}
+
+    def record_configuration(self, values: Mapping[str, str]) -> None:
+        """Values a campaign wrote and read back from every ECU of their items."""
+        now = time.time()
+        with self._tx() as db:
+            for item, value in values.items():
+                db.execute("INSERT INTO configuration (item, value, updated) VALUES (?, ?, ?) ON CONFLICT(item) "
+                           "DO UPDATE SET value = excluded.value, updated = excluded.updated", (item, value, now))
 
     # -- version reports ---------------------------------------------------------------
     def next_report_counters(self, ecus: Iterable[str]) -> dict[str, tuple[int, str]]:

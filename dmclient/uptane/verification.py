@@ -16,7 +16,8 @@ for every Director target
 * the release counter is not lower than the installed image's;
 * a delta patch and a ciphertext the Director points to exist in the Image repository
   as such, made from / for exactly this image;
-* all targets lead to one target vehicle version, newer than the current one, and the
+* all targets lead to one target vehicle version, newer than the current one (a
+  configuration change with no ECU image: equal to it, a configuration-only release), and the
   baseline XML of that version is a target of both repositories; the Director's
   baseline target carries the release's ``mandatory`` / ``deadline`` (well formed, or
   invalid metadata naming the field), which the bundle returns.
@@ -38,7 +39,13 @@ from agent.errors import VehicleVersionError
 from dmclient.digests import Hashes
 from dmclient.encryption import TAG_BYTES
 from dmclient.uptane import custom
-from dmclient.uptane.assignment import DeltaAssignment, EcuAssignment, EncryptionAssignment, target_url
+from dmclient.uptane.assignment import (
+    DeltaAssignment,
+    EcuAssignment,
+    EncryptionAssignment,
+    IndependentAssignment,
+    target_url,
+)
 from dmclient.uptane.errors import (
     ArbitrarySoftwareError,
     InvalidMetadataError,
@@ -173,11 +180,17 @@ def _check_image(name: str, director: TargetFile, d: custom.DirectorEcuImage, im
                                          f"{TAG_BYTES} = {info.length + TAG_BYTES}", ecu=d.ecu)
         url = target_url(targets_url, enc.target, ch)
         encryption = EncryptionAssignment(enc.target, url, enc.spec)
+    independent = None
+    if d.independent is not None:
+        if delta is not None:  # encrypted: the ECU decrypts with its own key (the Director wrapped it to that)
+            raise InvalidMetadataError(f"{what}: an independent download carries no delta here",
+                                       repository="director", ecu=d.ecu)
+        independent = IndependentAssignment(d.independent.instance, d.independent.install_script)
     return EcuAssignment(d.ecu, name, url, info.length, hashes, d.release_counter, d.hardware_id,
-                         d.software_version, d.release, d.flash_script, delta, encryption)
+                         d.software_version, d.release, d.flash_script, delta, encryption, independent)
 
 
-def _check_vehicle_version(target: str, current: str) -> None:
+def _check_vehicle_version(target: str, current: str, *, configuration_only: bool = False) -> None:
     try:
         new = vehicle_version.parse(target, source="director", key="target_vehicle_version")
     except VehicleVersionError as e:
@@ -186,6 +199,11 @@ def _check_vehicle_version(target: str, current: str) -> None:
     if not new.same_line(old):
         raise InvalidMetadataError(f"target vehicle version {target!r} is not of the same model and platform as "
                                    f"the vehicle's {current!r}", repository="director")
+    if configuration_only:  # a configuration change is not software: it is for the version the vehicle is on
+        if new != old:
+            raise InvalidMetadataError(f"a configuration change without ECU images is for vehicle version "
+                                       f"{target!r}, the vehicle is on {current!r}", repository="director")
+        return
     if not old < new:
         raise RollbackError(f"target vehicle version {target!r} is not newer than the vehicle's {current!r}",
                             repository="director")
@@ -233,7 +251,7 @@ def cross_check(director_targets: Mapping[str, TargetFile], image: ImageLookup, 
         raise InvalidMetadataError(f"Director targets lead to different vehicle versions: {sorted(versions)}",
                                    repository="director")
     (target_version,) = versions
-    _check_vehicle_version(target_version, current_vehicle_version)
+    _check_vehicle_version(target_version, current_vehicle_version, configuration_only=not images and bool(configs))
     if not baselines:
         raise PartialBundleError(f"the Director assigns vehicle version {target_version!r} without its baseline XML "
                                  "target", repository="director")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.engine.campaign import Action, CampaignCore, Policy
+from agent.engine.campaign import Action, CampaignCore, Policy, Snapshot, StepRow
 from tests.engine.sim import NEW, OLD, TOPOLOGY, MemJournal, Vehicle, drive
 
 CORE = CampaignCore(TOPOLOGY)
@@ -87,9 +87,32 @@ def test_configuration_campaign_has_no_download_flash_or_version_to_verify() -> 
     v = ConfigVehicle(ecus=(), change={"drive_mode": "sport"})
     outcome, _ = run(v)
     assert outcome.result == "succeeded", outcome.detail
-    assert steps_of(v) == ["check", "consent", "preconditions", "ota_mode_on", "config_read", "configure",
-                           "ota_mode_off", "report"]
+    # no OTA mode either: nothing is flashed (the install preconditions are checked before the write)
+    assert steps_of(v) == ["check", "consent", "preconditions", "config_read", "configure", "report"]
     assert v.values["drive_mode"] == "sport"
+
+
+def test_configuration_campaign_refused_by_an_ecu_ends_rolled_back_naming_it() -> None:
+    v = ConfigVehicle(ecus=(), change={"drive_mode": "sport"}, refuse=True)
+    outcome, _ = run(v)
+    assert outcome.result == "rolled_back", outcome.detail
+    assert "configuration change failed: speed_limit: body refused the write" in outcome.detail
+    assert steps_of(v) == ["check", "consent", "preconditions", "config_read", "configure", "configure_rollback",
+                           "report"]
+    assert v.values["drive_mode"] == "normal"
+
+
+def test_configuration_campaign_cancel_is_taken_before_the_read_and_refused_while_writing() -> None:
+    v = ConfigVehicle(ecus=(), change={"drive_mode": "sport"})
+    rows = tuple(StepRow(step, None, "done", {}, result) for step, result in (
+        ("check", v.check_result()), ("consent", {"decision": "accepted"}), ("preconditions", {})))
+    ok, why = CORE.can_cancel(Snapshot("c", POLICY, rows))
+    assert ok, why
+    cancelled = CORE.decide(Snapshot("c", POLICY, rows, cancel_requested=True))
+    assert [(a.step, a.data["result"]) for a in cancelled.actions] == [("report", "cancelled")]  # nothing read
+    writing = (*rows, StepRow("config_read", None, "done", {}, {"values": []}), StepRow("configure", None, "started"))
+    ok, why = CORE.can_cancel(Snapshot("c", POLICY, writing), [("configure", None)])
+    assert not ok and "configuration change is being applied" in why
 
 
 def test_configuration_campaign_refused_by_the_gate_changes_nothing() -> None:
@@ -132,3 +155,12 @@ def test_change_cut_short_by_a_crash_is_taken_up_and_rolled_back_to_the_journall
     assert outcome.result == "rolled_back"
     assert [r["state"] for r in journal.rows if r["step"] == "configure"] == ["interrupted", "done"]
     assert v.restored == [{"drive_mode": "normal"}] and v.values["drive_mode"] == "normal"
+
+
+def test_consent_offer_of_a_configuration_campaign_lists_the_values_and_no_flash() -> None:
+    from agent.engine.offer import consent_offer
+
+    check = ConfigVehicle(ecus=(), change={"drive_mode": "sport", "comfort_lights": "on"}).check_result()
+    offer = consent_offer(check, {})
+    assert offer["ecus"] == [] and offer["size_bytes"] == 0
+    assert offer["release_notes"] == "configuration: comfort_lights = on\nconfiguration: drive_mode = sport"

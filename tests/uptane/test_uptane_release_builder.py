@@ -118,7 +118,7 @@ def test_malformed_image_is_refused_naming_its_line(src: Path, tmp_path: Path) -
     ({"ecu": "gearbox"}, "ECU 'gearbox' is not part of 'BV OS D 1.1.0' in the baseline"),
     ({"encrypt": True, "deltas": [{"from_version": "1.0.0", "base_image": "images/engine-1.0.0.hex"}]},
      "an encrypted image cannot have delta patches"),
-    ({"type": "ecu-config"}, "unknown target type 'ecu-config' (supported: ecu-image, config-change)"),
+    ({"type": "ecu-config"}, "unknown target type 'ecu-config' (supported: ecu-image, config-change, linux-image)"),
     ({"image": "images/missing.hex"}, "no such file"),
     ({"deltas": [{"from_version": "0.9.0"}]}, "no published image of ECU engine (ENG-4711) with software version "
                                               "0.9.0"),

@@ -34,7 +34,8 @@ ECU_STATE = Record(
 )
 CAMPAIGN = Record(
     id=CAMPAIGN_ID,
-    kind=Enum("update", "install", "rollback"),
+    kind=Enum("update", "install", "rollback", "configuration",
+              doc="configuration: a configuration change and no ECU image (a configuration-only release)"),
     from_version=VERSION,
     to_version=VERSION,
     state=Enum("running", "ended"),
@@ -61,7 +62,10 @@ GROUP = Group(
                          target_vehicle_version=VERSION,
                          ecus=ListOf(Record(ecu=ECU, software_version=Str(), length=Int(minimum=0),
                                             release=Str())),
-                         matched=Bool(doc="whether the ECU versions matched a vehicle version of the baseline")),
+                         matched=Bool(doc="whether the ECU versions matched a vehicle version of the baseline"),
+                         kind=Opt(Enum("software", "configuration",
+                                       doc="configuration: a configuration change only (the version stays)")),
+                         config=Opt(MapOf(Str(), doc="the configuration change: item -> value"))),
            doc="Read ECU versions, match the baseline, run the Uptane check; nothing is installed."),
     Method("agent.update", params=Record(yes=Opt(Bool(doc="skip the driver's consent (bench, workshop)"))),
            result=Record(campaign_id=CAMPAIGN_ID),

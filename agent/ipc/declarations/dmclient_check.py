@@ -7,7 +7,7 @@ one socket. The result mirrors :meth:`dmclient.uptane.assignment.CheckResult.to_
 assignment (per ECU image: URL, length, hashes, release counter, delta, encryption,
 flash script), the target vehicle version with its baseline XML in the cache, the
 release's configuration change when it has one, and its ``mandatory`` / ``deadline``
-when it says.
+when it says; with an independent-download ECU, the Director targets.json bytes it verifies.
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ ECU_ASSIGNMENT = Record(
                           doc="bsdiff4 patch from the installed image 'base'")),
     encryption=Nullable(Record(target=TARGET_NAME, url=URL, spec=ENCRYPTION,
                                doc="the image is served encrypted as 'target'")),
+    independent=Opt(Record(instance=Int(minimum=1, maximum=0xFFFE, doc="the ECU's SOME/IP 'OTA secondary' "
+                                                                      "instance"),
+                           install_script=Str(min_len=1, max_len=16 * 1024, doc="handed to the ECU's agent"),
+                           doc="a Linux ECU that downloads the image itself (independent download)")),
     doc="one verified ECU image to download and install",
 )
 ASSIGNMENT = Record(
@@ -45,6 +49,9 @@ ASSIGNMENT = Record(
     config=Opt(Record(target=TARGET_NAME, length=LENGTH, hashes=HASHES,
                       values=MapOf(Str(min_len=1, max_len=128), doc="configuration item -> value"),
                       doc="the verified configuration change of the release, applied after the images")),
+    director_targets=Opt(Record(target=TARGET_NAME, length=LENGTH, hashes=HASHES, path=AbsPath(),
+                                doc="the Director targets.json as verified, in the cache (only with an "
+                                    "independent-download ECU: its partial verification)")),
     mandatory=Opt(Bool(doc="the release is mandatory (signed by the Director); absent: the release does not say")),
     deadline=Opt(Str(pattern=r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
                      doc="ISO 8601 UTC; after it a mandatory update proceeds at the next maintenance window")),

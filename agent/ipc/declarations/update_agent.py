@@ -48,13 +48,13 @@ READING = Record(
     software_version=Nullable(Str()),
     hardware_version=Nullable(Str()),
     serial_number=Nullable(Str()),
-    source=Enum("uds", "can-frame"),
+    source=Enum("uds", "can-frame", "someip"),
     error=Opt(Nullable(Str(doc="why the ECU counts as not answering, or DIDs it refused"))),
     read_at=Num(minimum=0, doc="seconds since the epoch"),
 )
 JOB_STATUS = Record(
     job_id=JOB_ID,
-    kind=Opt(Enum("flash", "rollback")),
+    kind=Opt(Enum("flash", "rollback", "linux_download", "linux_install", "linux_rollback")),
     state=JOB_STATE,
     ecu=Nullable(ECU),
     bus=Opt(Nullable(BUS)),
@@ -83,6 +83,14 @@ CONFIG_CHANGE = Record(
     too_old=Opt(MapOf(ListOf(Str(), min_items=2, max_items=2),
                       doc="state 'refused': ECU -> [running version, version needed]")),
 )
+CAMPAIGN_ID = Str(pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", doc="the engine's campaign id")
+INSTANCE = Int(minimum=1, maximum=0xFFFE, doc="the Linux ECU's SOME/IP 'OTA secondary' instance (as the Director "
+                                              "signed it; must equal update_agent.linux_ecus)")
+SECONDARY_STATUS = Record(
+    campaign_id=Str(), state=Str(doc="idle, downloading, downloaded, failed, cancelled, installing, installed, "
+                                     "active, rolled_back"),
+    bytes_done=Int(minimum=0), bytes_total=Int(minimum=0), running_version=Str(), slot=Str(), error=Str(),
+    doc="a Linux ECU's status (the 'status' field of its OTA secondary service)")
 CONFIG_VALUE = Record(item=Str(), ecu=ECU, value=Nullable(Str()), raw=Nullable(Str()), error=Nullable(Str()))
 
 GROUP = Group(
@@ -152,6 +160,41 @@ GROUP = Group(
            result=Record(values=ListOf(CONFIG_VALUE)),
            doc="Read the configuration values the ECUs hold (UDS 0x22); an ECU that does not answer is "
                "reported in its entry, not an error."),
+    Method("update_agent.job.linux_download",
+           params=Record(job_id=JOB_ID, ecu=ECU, instance=Opt(INSTANCE), campaign_id=CAMPAIGN_ID,
+                         target=Str(min_len=1, max_len=200), url=Str(pattern=r"https://\S+"),
+                         length=Int(minimum=0), hashes=MapOf(Str(pattern=r"[0-9a-f]{64,128}")),
+                         software_version=Str(min_len=1, max_len=64),
+                         director_targets=AbsPath(doc="the Director targets.json as dmclient verified it"),
+                         wrapped_key=Opt(Str(min_len=2, max_len=4096,
+                                             doc="an encrypted image (url: its ciphertext): the Director's "
+                                                 "encryption spec as JSON, the key wrapped to the ECU's own key"))),
+           result=Record(job_id=JOB_ID),
+           doc="Queue a Linux ECU's independent download: the order over SOME/IP (the ECU verifies the Director "
+               "targets itself and downloads with its own dmclient), then its status notifications until "
+               "downloaded (progress as job.progress, step 'download'). Same id again: the existing job."),
+    Method("update_agent.job.linux_install",
+           params=Record(job_id=JOB_ID, ecu=ECU, instance=Opt(INSTANCE), campaign_id=CAMPAIGN_ID,
+                         script=Str(min_len=1, max_len=16 * 1024, doc="the install script handed to the ECU"),
+                         software_version=Str(min_len=1, max_len=64, doc="the version it must run after it")),
+           result=Record(job_id=JOB_ID),
+           doc="Queue a Linux ECU's install: status first (already active on the version: done), else install "
+               "(the script writes the inactive slot) and activate; the running version is checked."),
+    Method("update_agent.job.linux_rollback",
+           params=Record(job_id=JOB_ID, ecu=ECU, instance=Opt(INSTANCE), campaign_id=CAMPAIGN_ID,
+                         expected_version=Opt(Str(min_len=1, max_len=64, doc="the version it ran before"))),
+           result=Record(job_id=JOB_ID),
+           doc="Queue a Linux ECU's rollback to its previous slot (a no-op at the ECU when it runs it already)."),
+    Method("update_agent.linux.cancel",
+           params=Record(ecu=ECU, instance=Opt(INSTANCE), campaign_id=CAMPAIGN_ID),
+           result=SECONDARY_STATUS,
+           doc="Cancel a Linux ECU's download of a campaign now (refused by the ECU once installing); its "
+               "download job then ends failed."),
+    Method("update_agent.linux.status",
+           params=Record(ecu=ECU, campaign_id=Opt(CAMPAIGN_ID)),
+           result=SECONDARY_STATUS,
+           doc="A Linux ECU's status over SOME/IP: of a campaign, or (no campaign_id) its status field now "
+               "(running version, slot, the last campaign)."),
     Event("update_agent.job.progress",
           params=Record(job_id=JOB_ID, ecu=ECU, step=Str(), bytes_done=Int(minimum=0),
                         bytes_total=Int(minimum=0), blocks=Int(minimum=0)),
