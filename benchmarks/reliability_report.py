@@ -11,11 +11,17 @@ random cuts
     ``--cuts`` power cuts (default 200) at event-chosen instants (seeded: ``--seed``, printed) of
     campaigns forth and back: every daemon together with every ECU power-cycled, one daemon
     alone, one ECU's supply alone;
+bus
+    ``--bus`` campaigns (default 5) whose first flash attempts run over faulty bench buses
+    (frames of the ECUs' diagnostic traffic dropped, delayed, errored, corrupted; seeded), and one
+    whose simulated ECUs answer NRC 0x72, 0x73, a 0x78 storm and reset mid-transfer;
 network
     one of each backend fault (drop mid-body, Range ignored, stall, 503, 429) on a fresh download;
 full disk
-    dmclient's cache on a small tmpfs filling up during the downloads, then space back
-    (skipped, and said so, where a tmpfs cannot be mounted);
+    dmclient's cache on a small tmpfs filling up during the downloads, then space back; and
+    on a second bench started at V1 (the bench's one delta is the engine's V1 -> V2 image),
+    filling up while the delta's patched image is written, then space back (each skipped, and
+    said so, where a tmpfs cannot be mounted);
 watchdog
     the engine hung (debug hook) under systemd's watchdog as the bench keeper plays it;
 soak
@@ -47,7 +53,11 @@ sys.path.insert(0, str(REPO))
 from tests.engine.killkit import VICTIMS as KILL_VICTIMS  # noqa: E402
 from tests.engine.killkit import campaign_transitions, cover  # noqa: E402
 from tests.torture.harness import (  # noqa: E402
+    BUS_FAULTS,
+    DOWNLOADS,
+    ECU_FAULTS,
     SMALL_FS_LEFT,
+    V1,
     V3,
     VICTIMS,
     RunRecord,
@@ -55,7 +65,10 @@ from tests.torture.harness import (  # noqa: E402
     TortureBench,
     fill,
     plan_cuts,
+    run_with_bus_faults,
+    run_with_ecu_faults,
     run_with_engine_hang,
+    run_with_full_disk_in_delta,
     run_with_network_faults,
     small_cache,
     soak,
@@ -115,6 +128,23 @@ def random_cuts(bench: TortureBench, rng: random.Random, cuts: int, per_campaign
     return row
 
 
+def bus(bench: TortureBench, seed: int, campaigns: int) -> Row:
+    row = Row("bus and ECU faults")
+    for i in range(campaigns):
+        run, injected = run_with_bus_faults(bench, BUS_FAULTS, seed + i)
+        row.add(run)
+        for kind, n in injected.items():
+            if n:
+                row.faults[f"bus {kind}"] += n
+    run, fired = run_with_ecu_faults(bench, ECU_FAULTS)
+    row.add(run)
+    for fault in fired:
+        row.faults["ECU " + fault.split(": ", 1)[1].split(":", 1)[0]] += 1
+    if len(fired) != sum(len(knobs) for knobs in ECU_FAULTS.values()):
+        row.violations.append(f"ECU faults: not every fault fired: {fired}")
+    return row
+
+
 def network(bench: TortureBench) -> Row:
     row = Row("network faults")
     run, served = run_with_network_faults(bench)
@@ -128,20 +158,32 @@ def network(bench: TortureBench) -> Row:
 
 
 def disk(bench: TortureBench) -> Row:
-    row = Row("full disk")
+    row = Row("full disk (download, delta)")
     with small_cache(bench) as filler:
         if filler is None:
             row.note = "skipped: cannot mount a tmpfs here"
             return row
         fill(filler, SMALL_FS_LEFT)
         run = bench.run("update")
-        row.faults["disk full (tmpfs)"] += 1
+        row.faults["disk full in download (tmpfs)"] += 1
         row.add(run, expected_failure=True)
         if run.result != "failed" or run.vehicle_version != run.from_version:
             row.violations.append(f"full disk: expected a clean failure on the old version: {run.describe()}")
-        row.note = f"full disk: {run.result}: {run.detail[:80]}"
+        row.note = f"download: {run.result}: {run.detail[:60]}"
         filler.unlink()
         row.add(bench.run("update"))
+    with torture_bench(start_version=V1, image_size=2048, stack_overrides={"dmclient": {"downloads": DOWNLOADS}}) \
+            as v1_bench:
+        delta = run_with_full_disk_in_delta(v1_bench)
+    if delta is None:
+        row.note += "; delta: skipped, cannot mount a tmpfs here"
+        return row
+    row.faults["disk full in delta reconstruction (tmpfs)"] += 1
+    for run in (delta.full, delta.recovery):  # their violations are among the findings
+        row.runs += 1
+        row.outcomes[run.outcome] += 1
+    row.violations += [f"full disk in the delta: {f}" for f in delta.findings]
+    row.note += f"; delta: {delta.full.result}, then {delta.recovery.result}"
     return row
 
 
@@ -189,26 +231,27 @@ def main(argv: list[str] | None = None) -> int:
                         "each step's start only for the transitions")
     parser.add_argument("--cuts", type=int, default=None, help="random power cuts (default 200, quick 10)")
     parser.add_argument("--soak", type=int, default=None, help="soak campaigns (default 100, quick 6)")
+    parser.add_argument("--bus", type=int, default=None, help="campaigns over faulty buses (default 5, quick 1)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random cuts (default: a fresh one)")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["transitions", "cuts", "network", "disk", "watchdog", "soak"],
+                        choices=["transitions", "cuts", "bus", "network", "disk", "watchdog", "soak"],
                         help="leave a set out (repeatable)")
     args = parser.parse_args(argv)
     cuts = args.cuts if args.cuts is not None else (10 if args.quick else 200)
     campaigns = args.soak if args.soak is not None else (6 if args.quick else 100)
+    bus_campaigns = args.bus if args.bus is not None else (1 if args.quick else 5)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     print(f"reliability report: seed {seed} (--seed {seed} replays the cuts), {cuts} random cuts, "
           f"{campaigns} soak campaigns", flush=True)
     started = time.monotonic()
     rows: list[Row] = []
     soak_result: SoakResult | None = None
-    downloads = {"concurrency": 2, "chunk_bytes": "64KiB", "checkpoint_bytes": "1MiB", "min_free_bytes": 0,
-                 "progress_interval": 0.2}
     with torture_bench(image_size=2048, stack_overrides={"agent": {"watchdog": {"debug_hang": True}},
-                                                         "dmclient": {"downloads": downloads}}) as bench:
+                                                         "dmclient": {"downloads": DOWNLOADS}}) as bench:
         steps: list[tuple[str, Callable[[], Row]]] = [
             ("transitions", lambda: transitions(bench, started_only=args.quick)),
             ("cuts", lambda: random_cuts(bench, random.Random(seed), cuts, per_campaign=2)),
+            ("bus", lambda: bus(bench, seed, bus_campaigns)),
             ("network", lambda: network(bench)),
             ("disk", lambda: disk(bench)),
             ("watchdog", lambda: watchdog(bench))]

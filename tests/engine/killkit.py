@@ -45,6 +45,9 @@ from bench.scenario import ROUTE, SW_BASELINE, Scenario, ScenarioOptions
 VICTIMS: dict[str, tuple[str, ...]] = {
     "engine": ("agent",),
     "update_agent": ("update_agent",),
+    "dmclient": ("dmclient",),
+    "hmi_agent": ("hmi_agent",),
+    "system_agent": ("system_agent",),
     "all": tuple(d.name for d in DAEMONS),
 }
 #: s of silence (no campaign event) after which a wait fails

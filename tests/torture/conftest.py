@@ -9,7 +9,7 @@ import pytest
 
 from bench.scenario import V2
 
-from .harness import TortureBench, torture_bench
+from .harness import DOWNLOADS, TortureBench, torture_bench
 
 #: the seed of the random power cuts; OTA_TORTURE_SEED=<n> replays another run
 DEFAULT_SEED = 20261121
@@ -19,11 +19,8 @@ DEFAULT_SEED = 20261121
 def torture() -> Iterator[TortureBench]:
     """The demo's bench at V2 with every daemon running (the engine's debug hang hook enabled, for the
     watchdog test); shared by every torture module: each test starts by moving the vehicle where it needs it."""
-    # no free-space reserve for downloads: on the disk test's small filesystem the kernel's ENOSPC is reached
-    downloads = {"concurrency": 2, "chunk_bytes": "64KiB", "checkpoint_bytes": "1MiB", "min_free_bytes": 0,
-                 "progress_interval": 0.2}
     with torture_bench(image_size=2048, stack_overrides={"agent": {"watchdog": {"debug_hang": True}},
-                                                         "dmclient": {"downloads": downloads}}) as bench:
+                                                         "dmclient": {"downloads": DOWNLOADS}}) as bench:
         yield bench
 
 

@@ -25,6 +25,13 @@ row left ``started``, no step redone after ``done``, OTA mode off) what it reads
 stores: each ECU's active flash bank byte for byte an image of the release (CRC-32 in the
 message) and of the vehicle version matched; the campaign completed or rolled back and
 reported; dmclient's cache (each entry hashes to its name, pins and verified targets kept).
+
+The fault campaigns the tests and ``benchmarks/reliability_report.py`` share: network faults
+(:func:`run_with_network_faults`), bus faults during the first flash attempts and ECUs answering
+NRC 0x72 / 0x73 / 0x78 storms / resetting mid-transfer (:func:`run_with_bus_faults`,
+:func:`run_with_ecu_faults`), a full disk during the downloads (:func:`small_cache`, :func:`fill`)
+and during the delta reconstruction (:func:`run_with_full_disk_in_delta`, on a bench started at V1),
+and a hung engine under its watchdog (:func:`run_with_engine_hang`).
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ from agent.ipc.protocol import PROTOCOL
 from agent.runtime.keeper import Restart, WatchdogKeeper
 from agent.runtime.supervisor import DAEMONS
 from bench.readyproc import ReadyProcess
-from bench.scenario import ECU_VERSIONS, REPO, V2, V3, Scenario, ScenarioOptions
+from bench.scenario import ECU_VERSIONS, REPO, V1, V2, V3, Scenario, ScenarioOptions
 from tests.engine.killkit import KillBench, KillRun, invariant_violations
 
 DAEMON_NAMES = tuple(d.name for d in DAEMONS)
@@ -66,6 +73,10 @@ GOOD_RESULTS = ("succeeded", "rolled_back")
 #: the campaign's events a cut can fall on (``.step``: each journal transition)
 CAMPAIGN_EVENTS = tuple(e for e in ("agent.campaign.state", "agent.campaign.step", "agent.campaign.progress")
                         if e in PROTOCOL.for_daemon("agent").events)
+#: dmclient's download settings on the torture benches: no free-space reserve, so that on the disk tests' small
+#: filesystem the kernel's ENOSPC is reached
+DOWNLOADS = {"concurrency": 2, "chunk_bytes": "64KiB", "checkpoint_bytes": "1MiB", "min_free_bytes": 0,
+             "progress_interval": 0.2}
 #: ``otactl bench ecus`` without otactl's start-up (it imports every subcommand): an ECU powers up in
 #: well under a second, so a power cut costs little
 ECU_MAIN = ("import argparse, sys\nfrom bench.ecu import cli\np = argparse.ArgumentParser()\n"
@@ -535,8 +546,9 @@ SMALL_FS_LEFT = 3 * 4096
 
 @contextlib.contextmanager
 def small_cache(bench: TortureBench) -> Iterator[Path | None]:
-    """dmclient's cache on a SMALL_FS tmpfs (contents carried over), downloads forgotten; yields the path of
-    a filler file to grow, or None where a tmpfs cannot be mounted (not root, no mount)."""
+    """dmclient's cache on a SMALL_FS tmpfs (contents carried over), downloads forgotten, the vehicle on the
+    bench's start version; yields the path of a filler file to grow, or None where a tmpfs cannot be mounted
+    (not root, no mount)."""
     if os.geteuid() != 0:
         yield None
         return
@@ -562,7 +574,7 @@ def small_cache(bench: TortureBench) -> Iterator[Path | None]:
         bench.restart()
         return ok
 
-    bench.goto(V2)
+    bench.goto(bench.scenario.options.start_version)  # the version fresh_download_state provisions
     bench.fresh_download_state()
     if not swap(True):
         yield None
@@ -581,6 +593,193 @@ def fill(filler: Path, leave: int) -> None:
         f.write(b"\0" * max(0, free - leave))
         f.flush()
         os.fsync(f.fileno())
+
+
+#: the bench bus faults of a campaign under :func:`run_with_bus_faults`: each kind at a rate per frame of the
+#: ECUs' diagnostic traffic (the flasher-level rates of tests/torture/test_bus_faults_e2e.py)
+BUS_FAULTS = {"drop": 0.004, "delay": 0.02, "error": 0.02, "corrupt": 0.002}
+
+
+def run_with_bus_faults(bench: TortureBench, rates: dict[str, float], seed: int) -> tuple[RunRecord, dict[str, int]]:
+    """An update from V2 whose first flash attempts run over faulty buses: from the first flash step's start to
+    the first flash step's end (done or failed), both bench bus channels drop / delay / error / corrupt the ECUs'
+    diagnostic frames (ISO-TP ids, so the vehicle's signals stay clean) at ``rates`` (seeded): a disturbance
+    the stack must come out of whole, by its retries or by a rollback on the clean bus. The run checked, the
+    faults injected per kind (summed over the channels)."""
+    from agent.config.vehicle import load_vehicle_config
+
+    bench.goto(V2)
+    vehicle = load_vehicle_config(bench.scenario.vehicle_config)
+    ids: dict[str, list[int]] = {}
+    for name in ECUS:
+        ecu = vehicle.ecu(name)
+        ids.setdefault(ecu.bus, []).extend(i for i in (ecu.isotp.tx_id, ecu.isotp.rx_id) if i is not None)
+    before = {ch: Counter(bench.scenario.bus_fault_status(ch)["counters"]) for ch in ids}
+    after: dict[str, Counter[str]] = {}
+    with bench.client("agent") as agent, agent.subscribe("agent.campaign.step", "agent.campaign.state") as events:
+        cid = agent.call("agent.update", {"yes": True})["campaign_id"]
+
+        def flash_step(state: str) -> bool:
+            while True:
+                ev = bench.next_event(events, f"campaign {cid}'s flash step {state}")
+                if ev.params.get("campaign_id") != cid:
+                    continue
+                if ev.event == "agent.campaign.state" and ev.params["state"] == "done":
+                    return False
+                if ev.event == "agent.campaign.step" and ev.params["step"] == "flash" and \
+                        (ev.params["state"] == state or (state != "started" and ev.params["state"] != "started")):
+                    return True
+
+        if flash_step("started"):
+            try:
+                for ch, frame_ids in ids.items():
+                    bench.scenario.set_bus_faults(ch, **rates, seed=seed, ids=sorted(frame_ids))
+                flash_step("ended")
+            finally:
+                for ch in ids:
+                    after[ch] = Counter(bench.scenario.set_bus_faults(ch)["counters"])  # off
+    record = bench.wait_end(cid)
+    injected: Counter[str] = Counter()
+    for ch in after:
+        injected.update({k: after[ch][k] - before[ch][k] for k in rates})
+    run = RunRecord("update", cid, result=record.get("result") or "", detail=record.get("detail") or "",
+                    from_version=record.get("from_version") or "", to_version=record.get("to_version") or "",
+                    faults_injected=sum(injected.values()))
+    check_invariants(bench, run, record)
+    return run, dict(injected)
+
+
+#: the simulated ECUs' faults of a campaign under :func:`run_with_ecu_faults`, each firing once (the images are one
+#: TransferData block): brake answers its first block with NRC 0x72 and its second TransferData after a storm of
+#: NRC 0x78 (inside the tester's cap: waited out); body answers its first block with NRC 0x73 and resets while
+#: receiving its second (the flash fails twice: the campaign rolls back, body reflashed on a clean third try)
+ECU_FAULTS = {"brake": {"nrc_on_block": {"block": 1, "nrc": 0x72},
+                        "pending_storm": {"service": 0x36, "count": 2, "pendings": 20}},
+              "body": {"nrc_on_block": {"block": 1, "nrc": 0x73}, "reset_mid_transfer": {"block": 1}}}
+
+
+def run_with_ecu_faults(bench: TortureBench, faults: dict[str, dict[str, Any]]) -> tuple[RunRecord, list[str]]:
+    """An update from V2 with the simulated ECUs answering as ``faults`` say (their ``sim.faults`` knobs: the
+    ECUs are power-cycled with them, and without them afterwards). The run checked, the faults that fired."""
+    bench.goto(V2)
+    ecus = sorted(faults)
+    bench.scenario._write_vehicle_config(faults)
+    fired: list[str] = []
+    try:
+        bench.power_cycle(*ecus)
+        run = bench.run("update")
+        for ecu in ecus:
+            status = json.loads((bench.scenario.dir / "sim-state" / ecu / "status.json").read_text())
+            fired += [f"{ecu}: {f}" for f in status.get("faults_fired", [])]
+    finally:
+        bench.scenario._write_vehicle_config({})
+        bench.power_cycle(*ecus)
+    run.faults_injected = len(fired)
+    return run, fired
+
+
+PAGE = 4096  # tmpfs allocates whole pages
+
+
+def _pages(n: int) -> int:
+    return -(-n // PAGE)
+
+
+def delta_sizes(bench: TortureBench) -> tuple[int, int, str, str]:
+    """The bench's one delta (engine V1 -> V2): (patch bytes, rebuilt image bytes, the sha256 of the base image
+    and of the rebuilt one)."""
+    old, new = ECU_VERSIONS[V1]["engine"], ECU_VERSIONS[V2]["engine"]
+    targets = bench.scenario.dir / "image-repo" / "targets" / "engine"
+    patch = sorted(targets.glob(f"*engine-{old}-to-{new}.bsdiff"))
+    image = sorted(targets.glob(f"*.engine-{new}.hex"))
+    if len(patch) != 1 or len(image) != 1:
+        bench.fail(f"the bench release has no single engine delta {old} -> {new}: {patch} {image}")
+    base = hashlib.sha256(bench.scenario.images[("engine", old)].read_bytes()).hexdigest()  # as cached: the hex file
+    return patch[0].stat().st_size, image[0].stat().st_size, base, hashlib.sha256(image[0].read_bytes()).hexdigest()
+
+
+@dataclass
+class DeltaDiskResult:
+    """A V1 -> V2 campaign (engine by delta) whose cache filled up while the patched image was written,
+    then the same campaign with the space back."""
+
+    full: RunRecord
+    recovery: RunRecord
+    #: what the full-disk checks found beyond the run's invariants (goal: none)
+    findings: list[str] = field(default_factory=list)
+    left_free: int = 0
+
+
+def cache_leftovers(vehicle: Path) -> list[str]:
+    """Half-written files in dmclient's cache (nothing is downloading): a file in ``tmp/`` (decryption or
+    delta output), a ``.part`` longer or shorter than its committed length or without a state row."""
+    cache = vehicle / "cache"
+    out = [f"cache: leftover {p.name} in tmp/" for p in sorted((cache / "tmp").iterdir())]
+    db = sqlite3.connect(f"file:{vehicle / 'dmclient.db'}?mode=ro", uri=True)
+    try:
+        committed = dict(db.execute("SELECT key, committed FROM transfers"))
+    finally:
+        db.close()
+    for part in sorted((cache / "parts").glob("*.part")):
+        size = part.stat().st_size
+        if committed.get(part.name[:-5]) != size:
+            out.append(f"cache: {part.name} is {size} bytes, its committed length is {committed.get(part.name[:-5])}")
+    return out
+
+
+def run_with_full_disk_in_delta(bench: TortureBench) -> DeltaDiskResult | None:
+    """On a bench started at V1: the cache on a small tmpfs left with room for the patch and the rebuilt
+    engine image by the free-space check's byte count, but a page short of what the two take (tmpfs
+    allocates pages): the patch downloads and verifies, then the kernel's ENOSPC hits while the patched
+    image is written. Checked: the campaign failed naming :class:`~dmclient.errors.StorageFullError` and the
+    reconstruction's file, nothing flashed, no half-written file, the delta base still pinned (its hash is
+    checked with every cache entry by the run's invariants). Then the filler goes and the campaign
+    completes, the engine rebuilt from the delta. None where a tmpfs cannot be mounted."""
+    if bench.scenario.options.start_version != V1:
+        bench.fail(f"the delta campaign needs a bench started at {V1}")
+    patch, image, base, rebuilt = delta_sizes(bench)
+    need = _pages(patch + image)  # what the free-space check asks for, to the page
+    if _pages(patch) + _pages(image) <= need:
+        bench.fail(f"patch ({patch} B) and image ({image} B) fit in {need} whole pages: no tmpfs size passes the "
+                   "free-space check and fills up in the reconstruction; change the image size")
+    vehicle = bench.scenario.dir / "vehicle"
+    baseline = bench.scenario.dir / "baseline.xml"  # the Uptane check caches it before the download starts
+    with small_cache(bench) as filler:
+        if filler is None:
+            return None
+        cached = (vehicle / "cache" / "objects" / hashlib.sha256(baseline.read_bytes()).hexdigest()).exists()
+        leave = (need + (0 if cached else _pages(baseline.stat().st_size))) * PAGE
+        fill(filler, leave)
+        full = bench.run("update")
+        full.faults_injected = 1
+        findings = [v for v in full.violations if not v.startswith("campaign ended 'failed'")]
+        if full.result != "failed" or "StorageFullError" not in full.detail or ".delta" not in full.detail:
+            findings.append(f"expected a failure naming StorageFullError and the delta output: {full.detail!r}")
+        if full.vehicle_version != V1:
+            findings.append(f"the vehicle is on {full.vehicle_version}, not {V1}")
+        steps = {r.step for r in bench.journal(full.campaign)}
+        findings += [f"journal: step {s} ran on a full disk" for s in ("ota_mode_on", "flash") if s in steps]
+        findings += cache_leftovers(vehicle)
+        db = sqlite3.connect(f"file:{vehicle / 'dmclient.db'}?mode=ro", uri=True)
+        try:
+            owners = {o for (o,) in db.execute("SELECT owner FROM pins WHERE sha256 = ?", (base,))}
+        finally:
+            db.close()
+        if "factory" not in owners:
+            findings.append(f"cache: the delta base {base[:12]} lost its pin ({owners})")
+        filler.unlink()
+        recovery = bench.run("update")
+        findings += [f"with space back: {v}" for v in recovery.violations]
+        db = sqlite3.connect(f"file:{vehicle / 'dmclient.db'}?mode=ro", uri=True)
+        try:
+            sources = {src for spec, src in db.execute("SELECT spec, source FROM targets WHERE state = 'done'")
+                       if _spec_sha256(spec) == rebuilt}
+        finally:
+            db.close()
+        if sources != {"delta"}:
+            findings.append(f"with space back: the engine image came from {sorted(sources)}, not the delta alone")
+        findings += [f"with space back: {f}" for f in cache_leftovers(vehicle)]
+    return DeltaDiskResult(full, recovery, findings, leave)
 
 
 @dataclass
@@ -622,5 +821,5 @@ def torture_bench(**options: Any) -> Iterator[TortureBench]:
         yield bench
 
 
-__all__ = ["V2", "V3", "Cut", "RunRecord", "SoakResult", "TortureBench", "check_invariants", "plan_cuts", "soak",
+__all__ = ["V1", "V2", "V3", "Cut", "RunRecord", "SoakResult", "TortureBench", "check_invariants", "plan_cuts", "soak",
            "torture_bench"]

@@ -13,9 +13,8 @@ The campaign fails before OTA mode, naming the storage; the vehicle stays on V2,
 journal has no open row; the cache holds only verified objects (nothing half-written counted).
 Once space is back the next campaign completes.
 
-V2 -> V3 carries no delta (the bench's delta is V1 -> V2's engine image), so a disk filling
-*during delta reconstruction* is not reached here; dmclient checks the delta's output size up
-front (``dmclient/job.py``), and the unit tests cover a reconstruction that hits ENOSPC.
+V2 -> V3 carries no delta (the bench's delta is V1 -> V2's engine image): a disk filling *during
+delta reconstruction* is test_disk_full_delta_e2e.py, on a bench of its own started at V1.
 """
 
 from __future__ import annotations

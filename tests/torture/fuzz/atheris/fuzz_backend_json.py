@@ -10,15 +10,15 @@ import atheris
 import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
 import requests  # noqa: F401
 import tuf.api.metadata  # noqa: F401
+from _harness import PROJECT, run
 from securesystemslib.signer import CryptoSigner  # not instrumented: it pulls in every cloud signer
 
-with atheris.instrument_imports():
+with atheris.instrument_imports(include=PROJECT):
     from dmclient.order import Order
     from dmclient.retry import parse_retry_after
     from dmclient.uptane import custom
     from dmclient.uptane.manifest import verify_manifest
 
-from _harness import run
 
 PARSERS = [custom.ImageEcuImage.parse, custom.ImageCiphertext.parse, custom.ImageDelta.parse,
            custom.ImageBaseline.parse, custom.DirectorEcuImage.parse, custom.DirectorBaseline.parse]

@@ -6,11 +6,10 @@ import atheris
 
 # third-party code is imported before the instrumented block: the project's parsers are the target
 import lxml.etree  # noqa: F401
+from _harness import PROJECT, run
 
-with atheris.instrument_imports():
+with atheris.instrument_imports(include=PROJECT):
     from update_agent.baseline.loading import parse_hardware_baseline, parse_software_baseline
-
-from _harness import run
 
 
 def target(data: bytes) -> None:

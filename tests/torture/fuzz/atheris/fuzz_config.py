@@ -9,13 +9,13 @@ import atheris
 
 # third-party code is imported before the instrumented block: the project's parsers are the target
 import yaml  # noqa: F401
+from _harness import PROJECT, run
 
-with atheris.instrument_imports():
+with atheris.instrument_imports(include=PROJECT):
     from agent.config.vehicle import load_vehicle_config
     from agent.runtime.config import load_config
     from update_agent.daemon_config import UpdateAgentConfig
 
-from _harness import run
 
 DIR = Path(tempfile.mkdtemp(prefix="fuzz-config-"))
 

@@ -9,11 +9,11 @@ import atheris
 
 # third-party code is imported before the instrumented block: the project's parsers are the target
 import bincopy  # noqa: F401
+from _harness import PROJECT, run
 
-with atheris.instrument_imports():
+with atheris.instrument_imports(include=PROJECT):
     from update_agent.images import load_image
 
-from _harness import run
 
 DIR = Path(tempfile.mkdtemp(prefix="fuzz-images-"))
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import atheris
+from _harness import PROJECT, run
 
-with atheris.instrument_imports():
+with atheris.instrument_imports(include=PROJECT):
     from agent.ipc.jsonrpc import Notification, Request, decode
     from agent.ipc.protocol import PROTOCOL
 
-from _harness import run
 
 METHODS = sorted(PROTOCOL.methods)
 

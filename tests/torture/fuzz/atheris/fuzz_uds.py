@@ -13,15 +13,15 @@ import can  # noqa: F401
 import isotp  # noqa: F401
 import udsoncan.client  # noqa: F401
 import yaml  # noqa: F401
+from _harness import PROJECT, run
 
-with atheris.instrument_imports():
+with atheris.instrument_imports(include=PROJECT):
     from udsoncan.connections import BaseConnection
 
     from agent.config.vehicle import load_vehicle_config
     from update_agent.uds.client import UdsClientSession
     from update_agent.versions import read_ecu_versions
 
-from _harness import run
 
 with resources.as_file(resources.files("configs") / "bench-vehicle.yaml") as _path:
     _ecu = load_vehicle_config(_path).ecu("engine")
