@@ -177,7 +177,10 @@ class JobTable:
         """Fail every job a previous run left queued or running (error class ``Interrupted``)."""
         out = []
         for job in self.in_state(QUEUED, RUNNING):
-            if job.state == RUNNING:
+            if job.state == RUNNING and job.kind.startswith("linux_"):  # calls the Linux ECU keys by campaign
+                why = (f"{job.ecu}: the update agent stopped while the {job.kind} ran; the Linux ECU keeps its "
+                       "state per campaign: ask it again (its answer is idempotent)")
+            elif job.state == RUNNING:
                 why = (f"{job.ecu}: the update agent stopped while the {job.kind} ran; the ECU may hold a "
                        "partial image: run its flash script again from the start")
             else:

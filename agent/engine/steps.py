@@ -223,6 +223,10 @@ class Steps:
         ecus = []
         for ecu in src_download.get("images") or {}:
             prev = (src_download.get("previous") or {}).get(ecu)
+            if prev and prev.get("independent"):
+                return failed(f"campaign {self.source['id']} installed {ecu} by independent download; its previous "
+                              "version is in that Linux ECU's other slot, which only a campaign's own rollback "
+                              "switches back to: otactl rollback cannot roll a Linux ECU back")
             if not prev or not prev.get("path"):
                 return failed(f"campaign {self.source['id']} kept no previous image of {ecu}")
             ecus.append({"ecu": ecu, "target": prev["name"], "length": prev["length"], "hashes": prev["hashes"],

@@ -238,3 +238,16 @@ def test_a_daemon_lost_under_a_step_interrupts_it_and_a_timeout_fails_it() -> No
     assert (lost.state, lost.error) == ("interrupted", "TransportError: connection to update_agent lost")
     hung = asyncio.run(steps(Lost(OtaTimeoutError("update_agent did not answer"))).run(Action("check"), {}))
     assert hung.state == "failed" and "did not answer" in str(hung.error)
+
+
+def test_otactl_rollback_of_a_campaign_with_a_linux_ecu_is_refused_naming_why() -> None:
+    source = {"id": "c0", "check": {"vehicle_version": "BV 1", "assignment": {
+                  "target_vehicle_version": "BV 2", "baseline": "b.xml", "ecus": []}},
+              "download": {"images": {"engine": IMAGE, "ivi": {**IMAGE, "independent": {"instance": 1}}},
+                           "previous": {"engine": IMAGE, "ivi": {**IMAGE, "path": None, "independent": True}}}}
+    s = Steps("c1", FakePeers({}).call, lambda *a: None, baseline=Path("/b.xml"), ota_mode_lease=30,
+              poll_interval=0.001, job_timeout=60, source=source)
+    outcome = s.rollback_check("BV 2", {})
+    assert outcome.state == "failed"
+    assert "installed ivi by independent download" in str(outcome.error)
+    assert "otactl rollback cannot roll a Linux ECU back" in str(outcome.error)

@@ -70,9 +70,13 @@ def test_jobs_cut_short_by_a_restart_report_interrupted(tmp_path: Path) -> None:
         table.submit("finished", "flash", "body", "body", {})
         table.start("finished")
         table.finish("finished", SUCCEEDED)
+        table.submit("linux", "linux_install", "ivi", "someip-ivi", {})
+        table.start("linux")
     with JobTable.open(path) as table:  # the next start of the daemon
         recovered = {j.job_id: j for j in table.recover()}
-        assert set(recovered) == {"ran", "waited"}
+        assert set(recovered) == {"ran", "waited", "linux"}
+        assert "ask it again" in recovered["linux"].error["message"]  # type: ignore[index]
+        assert "flash script" not in recovered["linux"].error["message"]  # type: ignore[index]
         for job in recovered.values():
             assert job.state == FAILED and job.error is not None and job.error["class"] == "Interrupted"
         assert "while the flash ran" in recovered["ran"].error["message"]  # type: ignore[index]
