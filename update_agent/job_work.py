@@ -60,7 +60,8 @@ def run_job(vehicle: VehicleConfig, kind: str, ecu: str, request: Mapping[str, A
         if kind == "flash":
             image = load_image(request["image_path"], fmt=request.get("format"),
                                base_address=request.get("base_address"))
-            return _outcome(flash_ecu(vehicle, ecu, image, progress=progress))
+            return _outcome(flash_ecu(vehicle, ecu, image, progress=progress,
+                                      target_version=request.get("software_version")))
         method = request["method"]
         if method == "switch_bank":
             switch = switch_bank(vehicle, ecu, expected_version=request.get("expected_version"), progress=progress)

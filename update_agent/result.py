@@ -71,6 +71,8 @@ class FlashResult:
     failed_step: str | None = None
     #: version DIDs read back after a successful flash (name -> value)
     versions_after: dict[str, str] = field(default_factory=dict)
+    #: an A/B ECU already ran the image's software version: nothing was flashed
+    already_active: bool = False
 
     @property
     def ok(self) -> bool:
@@ -115,4 +117,5 @@ class FlashResult:
             "cleanup": [s.to_dict() for s in self.cleanup],
             "versions_after": self.versions_after,
             "error": error,
+            **({"already_active": True} if self.already_active else {}),
         }

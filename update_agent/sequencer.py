@@ -106,10 +106,14 @@ class FlashSequencer:
         self._step.retries += 1
 
     # -- running ------------------------------------------------------------
+    def new_result(self) -> FlashResult:
+        """The result of this ECU, script and image before any step ran."""
+        return FlashResult(ecu=self.ecu.name, script=self.script.family, image=self.image.source,
+                           image_size=self.image.size, image_crc32=self.image.crc32,
+                           segments=len(self.image.segments), banks=self.ecu.banks)
+
     def run(self, session: UdsSession) -> FlashResult:
-        result = FlashResult(ecu=self.ecu.name, script=self.script.family, image=self.image.source,
-                             image_size=self.image.size, image_crc32=self.image.crc32,
-                             segments=len(self.image.segments), banks=self.ecu.banks)
+        result = self.new_result()
         self._result = result
         self._t0 = self._clock()
         session.set_observer(self)

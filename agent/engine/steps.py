@@ -460,8 +460,10 @@ class Steps:
                 "ecu": ecu, "instance": image["independent"]["instance"], "campaign_id": self.cid,
                 "script": image["independent"]["install_script"], "software_version": image["software_version"]})
         else:
-            outcome = await self.job(action, "update_agent.job.flash",
-                                     {"ecu": ecu, "image_path": image["path"], "format": image["format"]})
+            params = {"ecu": ecu, "image_path": image["path"], "format": image["format"]}
+            if image.get("software_version"):  # an A/B ECU already on it is not flashed again
+                params["software_version"] = str(image["software_version"])
+            outcome = await self.job(action, "update_agent.job.flash", params)
         if outcome.state == "done":
             await self.record_installed(ecu, image)
         return outcome

@@ -97,6 +97,31 @@ def test_ab_flash_activates_the_new_bank(start_bench: StartBench, tmp_path: Path
     assert status["active_bank"] == "B" and status["pending_bank"] is None
 
 
+def test_an_ab_ecu_already_running_the_image_is_not_flashed_again_so_its_other_bank_keeps_the_old(
+        start_bench: StartBench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated flash job (its first attempt activated the bank but its end was lost) finds the ECU on
+    the new version and leaves it: the other bank keeps the old image, and the rollback reaches it."""
+    from agent.config.vehicle import load_vehicle_config
+    from update_agent.flashing import flash_ecu
+    from update_agent.images import load_image
+    from update_agent.rollback import switch_bank
+
+    _, tester = start_bench()
+    old = software_version(tester, "brake")
+    image = make_image(tmp_path, "brake", "3.5.0", fmt="srec")
+    assert tester.flash("brake", image).returncode == 0  # the first attempt went through
+    monkeypatch.setenv("OTA_BENCH_HUB_DIR", tester.env["OTA_BENCH_HUB_DIR"])
+    vehicle = load_vehicle_config(tester.config)
+    again = flash_ecu(vehicle, "brake", load_image(image), target_version="3.5.0")
+    assert again.ok and again.already_active and again.bytes_transferred == 0 and not again.steps
+    assert again.to_dict()["already_active"] is True and again.versions_after["software_version"] == "3.5.0"
+    back = switch_bank(vehicle, "brake", expected_version=old)  # the rollback still finds the old image
+    assert back.result.ok, back.result.error
+    assert back.bank_switch == "switched" and software_version(tester, "brake") == old
+    other = flash_ecu(vehicle, "brake", load_image(image), target_version="3.5.0")  # runs another: flashed
+    assert other.ok and not other.already_active and other.bytes_transferred > 0
+
+
 def test_block_counter_wraps_past_0xff_on_the_bus(start_bench: StartBench, tmp_path: Path) -> None:
     # 64 bytes per TransferData: a 20 KiB image needs 320 blocks, counter 1..0xFF, 0x00, 0x01..
     _bench, tester = start_bench(sim("engine", max_block_length=0x42))

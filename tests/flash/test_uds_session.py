@@ -17,6 +17,7 @@ from udsoncan.exceptions import TimeoutException
 
 from agent.config.vehicle import EcuConfig, TimingConfig, VehicleConfig
 from agent.errors import ConfigurationError, NegativeResponseError, OtaTimeoutError, ProtocolError
+from tests.flash.flashkit import FakeClock
 from update_agent.uds.client import UdsClientSession, client_config
 from update_agent.uds.tester_present import TesterPresentKeeper as Keeper
 
@@ -110,27 +111,12 @@ def test_a_negative_response_is_named(bench_vehicle: VehicleConfig) -> None:
     assert seen.nrcs == [(0x31, 0x72)]
 
 
-class FakeTime:
-    """Clock and sleep for the session: sleeping advances the clock (and is recorded)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 def test_busy_repeat_request_is_repeated_after_the_delay_until_the_ecu_takes_it(
         bench_vehicle: VehicleConfig) -> None:
     answers = deque([[b"\x7f\x10\x21"], [b"\x7f\x10\x21"], [b"\x50\x02\x00\x32\x01\xf4"]])
     conn = ScriptedConnection(lambda req: answers.popleft())
-    t = FakeTime()
-    session = UdsClientSession(_ecu(bench_vehicle, busy_repeat_delay=0.25), conn, clock=t.clock, sleep=t.sleep)
+    t = FakeClock()
+    session = UdsClientSession(_ecu(bench_vehicle, busy_repeat_delay=0.25), conn, clock=t, sleep=t.sleep)
     seen = Seen()
     session.set_observer(seen)
     session.change_session(0x02)  # the ECU finished what it was busy with: the third try is taken
@@ -142,9 +128,9 @@ def test_busy_repeat_request_is_repeated_after_the_delay_until_the_ecu_takes_it(
 
 def test_busy_repeats_are_bounded_by_busy_limit(bench_vehicle: VehicleConfig) -> None:
     conn = ScriptedConnection(lambda req: [b"\x7f\x34\x21"])
-    t = FakeTime()
+    t = FakeClock()
     session = UdsClientSession(_ecu(bench_vehicle, busy_repeat_delay=0.5, busy_limit=2.0), conn,
-                               clock=t.clock, sleep=t.sleep)
+                               clock=t, sleep=t.sleep)
     with pytest.raises(NegativeResponseError, match=r"NRC 0x21 busyRepeatRequest \(still busy after 2\.0 s") as e:
         session.request_download(0x10000, 16, address_bytes=4, length_bytes=4, data_format=0)
     assert e.value.nrc == 0x21 and e.value.service == 0x34

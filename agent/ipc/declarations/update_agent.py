@@ -109,10 +109,14 @@ GROUP = Group(
                "baseline defaults to the configured one (update_agent.baselines)."),
     Method("update_agent.job.flash",
            params=Record(job_id=JOB_ID, ecu=ECU, image_path=AbsPath(), format=IMAGE_FORMAT,
-                         base_address=Opt(Int(minimum=0, maximum=0xFFFFFFFFFFFF))),
+                         base_address=Opt(Int(minimum=0, maximum=0xFFFFFFFFFFFF)),
+                         software_version=Opt(Str(min_len=1, max_len=64,
+                                                  doc="the software version (F189) inside the image"))),
            result=Record(job_id=JOB_ID),
            doc="Queue a flash of one ECU with its flash script; answers at once. Same id again: the "
-               "existing job."),
+               "existing job. With software_version, an A/B ECU that already runs it is not flashed "
+               "(result already_active): its inactive bank holds the previous image, which a second "
+               "flash would overwrite."),
     Method("update_agent.job.rollback",
            params=Record(job_id=JOB_ID, ecu=ECU, method=Enum("switch_bank", "reflash"),
                          image_path=Opt(AbsPath()), format=Opt(IMAGE_FORMAT),
