@@ -368,8 +368,10 @@ class UpdateAgentDaemon(Daemon):
         async with self.scheduler.buses(buses):  # never read an ECU while a job flashes its bus
             collection = await asyncio.to_thread(_collect, vehicle, ecus=wanted, store=self.store,
                                                  uds_timeout=self.cfg.uds_timeout)
-        return {"ecus": {name: _reading(r) for name, r in collection.readings.items()},
-                "notes": collection.notes}
+        readings = dict(collection.readings)
+        if not names:  # every ECU: the Linux ECUs' running versions too (over SOME/IP)
+            readings.update(await self._linux_readings())
+        return {"ecus": {name: _reading(r) for name, r in readings.items()}, "notes": collection.notes}
 
     def _prefetch_jobs(self) -> None:
         """Import the flash and rollback modules (bincopy, the UDS sequencer) in the background the first

@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fail-ecu", metavar="NAME", choices=sorted(ECU_VERSIONS[V1]),
                    help="make this ECU's flash fail: the campaign rolls the car back")
     p.add_argument("--keep", action="store_true", help="keep the bench directory (logs, journal) for a look after")
+    p.add_argument("--linux-ecu", action="store_true",
+                   help="add the Linux ECU ivi (its own dmclient and update agent on SOME/IP): it downloads "
+                        "its package from the backend itself, in the same campaign")
 
 
 def run_full(args: argparse.Namespace) -> int:
@@ -57,14 +60,16 @@ def run_full(args: argparse.Namespace) -> int:
     if args.fail_ecu:
         faults[args.fail_ecu] = _fault_for(args.fail_ecu)
     options = ScenarioOptions(image_size=args.image_size, faults=faults, keep=args.keep,
-                              log_level="debug" if args.debug else "info")
+                              log_level="debug" if args.debug else "info", linux_ecu=args.linux_ecu)
     out.rule("[bold]bench")
     with out.status("building the bench: PKI, releases, route, backend, simulated ECUs..."):
         scenario = Scenario(options)
         scenario.up()
     try:
         out.print(f"bench in {scenario.dir}: backend {scenario.backend_url}, ECUs engine + brake (A/B) on "
-                  f"powertrain, body on body" + (f"; [red]{args.fail_ecu} will fail to flash[/]"
+                  f"powertrain, body on body" + ("; Linux ECU ivi on SOME/IP (independent download)"
+                                                 if args.linux_ecu else "")
+                  + (f"; [red]{args.fail_ecu} will fail to flash[/]"
                                                  if args.fail_ecu else ""), highlight=False)
         sup = Supervisor(scenario.stack_config, env=scenario.env,
                          say=lambda text: out.print(f"  {text}", highlight=False))

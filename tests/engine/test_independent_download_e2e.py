@@ -275,6 +275,8 @@ def test_the_linux_ecu_downloads_its_package_itself_and_the_campaign_succeeds(st
     assert _outcomes(record) == {"engine": "installed", "ivi": "installed"}
     assert stack.vehicle_version() == V2  # the baseline lists ivi 5.1.0: its running version counts
     assert stack.ecu.running_version() == NEW
+    ivi_reading = stack.call("update_agent", "update_agent.versions.read")["ecus"][LINUX_ECU]  # otactl versions
+    assert (ivi_reading["software_version"], ivi_reading["source"]) == (NEW, "someip")
     # its progress came as the engine's agent.campaign.progress events (otactl watch's bars), to the last byte
     # (a fresh download: the kit made the ECU's dmclient forget the package the campaigns before fetched)
     ivi = [e.params for e in events if e.event == "agent.campaign.progress" and e.params["ecu"] == LINUX_ECU

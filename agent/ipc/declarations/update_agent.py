@@ -100,7 +100,7 @@ GROUP = Group(
            result=Record(ecus=MapOf(READING, doc="per ECU name"), notes=ListOf(Str())),
            doc="Read ECU versions (UDS ReadDataByIdentifier, plus version frames when configured); the "
                "readings are stored in the version store. An ECU that does not answer is reported, "
-               "not an error."),
+               "not an error. Without ecus, the Linux ECUs' running versions (SOME/IP) are included."),
     Method("update_agent.baseline.match",
            params=Record(software_baseline=Opt(AbsPath()), hardware_baseline=Opt(AbsPath()), refresh=Opt(Bool())),
            result=Record(matched=Bool(), vehicle_version=Opt(Nullable(Str())), sequence=Opt(Nullable(Int())),
