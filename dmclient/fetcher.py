@@ -20,6 +20,7 @@ ever sees :class:`~agent.errors.OtaError` branches and can decide retry or not:
 from __future__ import annotations
 
 import abc
+import contextlib
 import re
 import ssl
 import threading
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     import requests
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: an error status's body up to this size is read to its end so the connection stays open
+ERROR_BODY_DRAIN = 64 * 1024
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -226,6 +229,9 @@ class RequestsFetcher(Fetcher):
         resp = self.session.get(url, headers=headers, stream=True, timeout=self.timeout)
         try:
             return self._open(url, resp)
+        except HttpStatusError:
+            close_keeping_connection(resp)
+            raise
         except BaseException:
             resp.close()
             raise
@@ -256,6 +262,30 @@ class RequestsFetcher(Fetcher):
         return FetchResponse(url=url, status=status, start=start, complete_length=complete,
                              validator=validator, _chunks=read_chunks(read, self.chunk_size), _close=resp.close,
                              _read=read, _chunk_size=self.chunk_size)
+
+
+def close_keeping_connection(resp: requests.Response, *, max_body: int = ERROR_BODY_DRAIN) -> None:
+    """Close an unwanted response (an error status) so its kept-alive connection goes back to the pool.
+
+    ``requests`` closes the connection of a streamed response whose body was not read; a short
+    body (an error page, announced by ``Content-Length``) is read to its end first, so the next
+    request needs no new TCP and TLS handshake (python-tuf ends its root update on a 404 at every
+    check). A longer or unannounced body still closes the connection: nothing endless is read.
+    """
+    length = resp.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) <= max_body:
+        with contextlib.suppress(Exception):  # a failed read: the connection is closed below, as before
+            resp.raw.read(int(length) + 1, decode_content=False)
+    resp.close()
+
+
+def dropped_before_answer(e: BaseException) -> bool:
+    """True when the server closed the connection without answering (its end of a kept-alive connection
+    that had died, a restart): the request may be sent once more on a new connection."""
+    import http.client
+
+    return any(isinstance(x, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError
+                          | ConnectionAbortedError) for x in _chain(e))
 
 
 def read_chunks(read: Callable[[int], bytes], size: int) -> Iterator[bytes]:

@@ -12,7 +12,9 @@
 6. the baseline XML of the target vehicle version downloaded from the Image repository
    (length-capped and hashed by python-tuf against the info both repositories agree
    on), parsed with ``update_agent.baseline`` and checked to list every assigned
-   image's software version for its ECU; then admitted to the package cache;
+   image's software version for its ECU; then admitted to the package cache (a copy an
+   earlier check admitted, with the length and hashes agreed on now, is re-hashed from the
+   cache instead of downloaded again: a pending assignment costs no baseline download);
 7. commit: the staged metadata becomes the trusted state, attack indicators are
    cleared, the time floor is raised.
 
@@ -23,6 +25,7 @@ enters the cache), and a detected attack is recorded for the next manifest.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -32,17 +35,18 @@ from pathlib import Path
 
 import requests
 from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import TargetFile
 
-from agent.errors import BaselineFileError, ProtocolError
+from agent.errors import BaselineFileError, ProtocolError, VerificationError
 from dmclient.cache import PackageCache
-from dmclient.digests import StreamHasher, hash_file
+from dmclient.digests import Hashes, StreamHasher, hash_file
 from dmclient.errors import HttpStatusError
 from dmclient.fetcher import Fetcher, normalise
 from dmclient.uptane import custom
 from dmclient.uptane.assignment import Assignment, BaselineAssignment, CheckResult, ConfigAssignment
 from dmclient.uptane.config import UptaneConfig
 from dmclient.uptane.errors import BaselineMismatchError, InvalidMetadataError, UptaneVerificationError
-from dmclient.uptane.fetcher import TufFetcher
+from dmclient.uptane.fetcher import TufFetcher, once_more_if_dropped
 from dmclient.uptane.manifest import EcuVersionReport, InstalledImage, VehicleManifest, sign_manifest
 from dmclient.uptane.metadata_store import MetadataStore
 from dmclient.uptane.repository import RepositoryClient
@@ -64,12 +68,7 @@ class ManifestUploader:
         self.timeout = timeout
 
     def upload(self, url: str, body: bytes) -> None:
-        try:
-            resp = self.session.post(url, data=body, headers={"Content-Type": "application/json"},
-                                     timeout=self.timeout)
-        except Exception as e:
-            raise normalise(e, url) from e
-        with resp:
+        with once_more_if_dropped(lambda: self._post(url, body)) as resp:
             if resp.status_code in (200, 201, 204):
                 return
             detail = resp.text.strip()[:300]
@@ -78,6 +77,13 @@ class ManifestUploader:
                                     f"{detail}")
             raise HttpStatusError(f"{url}: HTTP {resp.status_code} {detail}", status=resp.status_code,
                                   retryable=True)
+
+    def _post(self, url: str, body: bytes) -> requests.Response:
+        try:
+            return self.session.post(url, data=body, headers={"Content-Type": "application/json"},
+                                     timeout=self.timeout)
+        except Exception as e:
+            raise normalise(e, url) from e
 
 
 class UptaneClient:
@@ -126,7 +132,7 @@ class UptaneClient:
             except UptaneVerificationError as e:
                 self._record_attack(e)
                 raise
-            finally:  # a committed stage was renamed to a generation; anything still staged is discarded
+            finally:  # a committed stage became a generation or the next stage (unchanged); any other is discarded
                 if staged_d.exists():
                     self.director_store.discard(staged_d)
                 if staged_i.exists():
@@ -162,8 +168,7 @@ class UptaneClient:
                              when.strftime("%Y-%m-%dT%H:%M:%SZ"))
         self.director_store.commit(staged_d)
         self.image_store.commit(staged_i)
-        self.state.clear_attacks()
-        self.state.raise_time_floor(when)
+        self.state.check_verified(when)
         if assignment is None:
             log.info("update check: nothing to do for %s", current)
         else:
@@ -173,35 +178,42 @@ class UptaneClient:
 
     def _with_baseline(self, bundle: VerifiedBundle, image: RepositoryClient) -> Assignment:
         info = bundle.baseline
-        tmp = self.cache.temp_path(f"baseline-{uuid.uuid4().hex}.xml")
-        try:
-            image.download(info, tmp)
-            data = tmp.read_bytes()
+        hashes = hashes_of(info, "image")
+        cached = self._cached(info, hashes)
+        if cached is not None:  # verified by an earlier check (a pending assignment): not downloaded again
+            path, data = cached
+            _check_baseline(bundle, info, data)
+        else:
+            tmp = self.cache.temp_path(f"baseline-{uuid.uuid4().hex}.xml")
             try:
-                baseline = parse_software_baseline(data, source=f"signed baseline {info.path}")
-            except BaselineFileError as e:
-                raise BaselineMismatchError(f"the signed baseline XML {info.path} is not a valid software baseline: "
-                                            f"{e}", repository="image") from e
-            entry = next((en for en in baseline.entries if str(en.version) == bundle.target_vehicle_version), None)
-            if entry is None:
-                raise BaselineMismatchError(f"the signed baseline XML {info.path} has no entry for the target "
-                                            f"vehicle version {bundle.target_vehicle_version!r}", repository="image")
-            for ecu in bundle.ecus:
-                expected = entry.ecus.get(ecu.ecu)
-                if expected is None or ecu.software_version not in expected.versions:
-                    listed = sorted(expected.versions) if expected else "no entry"
-                    raise BaselineMismatchError(
-                        f"ECU {ecu.ecu}: assigned software {ecu.software_version} is not what the baseline of "
-                        f"{bundle.target_vehicle_version!r} lists ({listed})", repository="image", ecu=ecu.ecu)
-            hashes = hashes_of(info, "image")
-            found = hash_file(tmp, sha512=hashes.sha512 is not None)
-            found.verify(hashes, f"baseline {info.path}")
-            path = self.cache.admit(tmp, found.result(), info.length)
-        finally:
-            tmp.unlink(missing_ok=True)
+                image.download(info, tmp)
+                _check_baseline(bundle, info, tmp.read_bytes())
+                found = hash_file(tmp, sha512=hashes.sha512 is not None)
+                found.verify(hashes, f"baseline {info.path}")
+                path = self.cache.admit(tmp, found.result(), info.length)
+            finally:
+                tmp.unlink(missing_ok=True)
         return Assignment(bundle.target_vehicle_version, bundle.ecus,
                           BaselineAssignment(info.path, info.length, hashes, path), self._config(bundle, image),
                           bundle.mandatory, bundle.deadline)
+
+    def _cached(self, info: TargetFile, hashes: Hashes) -> tuple[Path, bytes] | None:
+        """The target's copy in the package cache and its bytes, if they have the length and the hashes
+        both repositories agree on now (hashed again here, as a download would be); else None."""
+        path = self.cache.lookup(hashes)
+        if path is None:
+            return None
+        if path.stat().st_size == info.length:
+            data = path.read_bytes()
+            found = StreamHasher(sha512=hashes.sha512 is not None)
+            found.update(data)
+            with contextlib.suppress(VerificationError):
+                found.verify(hashes, f"cached {info.path}")
+                return path, data
+        log.warning("the cached copy of %s (%s) is not the verified one any more: dropped, downloading it again",
+                    info.path, path)
+        self.cache.remove(hashes.sha256)
+        return None
 
     def _director_targets(self, staged: Path) -> BaselineAssignment:
         """The Director targets.json exactly as python-tuf verified and stored it, admitted to the cache: the
@@ -238,6 +250,26 @@ class UptaneClient:
         except ValueError as e:
             raise InvalidMetadataError(str(e), repository="image") from e
         return ConfigAssignment(info.path, info.length, hashes, values)
+
+
+def _check_baseline(bundle: VerifiedBundle, info: TargetFile, data: bytes) -> None:
+    """The signed baseline XML must parse and list every assigned image's software version for its ECU."""
+    try:
+        baseline = parse_software_baseline(data, source=f"signed baseline {info.path}")
+    except BaselineFileError as e:
+        raise BaselineMismatchError(f"the signed baseline XML {info.path} is not a valid software baseline: "
+                                    f"{e}", repository="image") from e
+    entry = next((en for en in baseline.entries if str(en.version) == bundle.target_vehicle_version), None)
+    if entry is None:
+        raise BaselineMismatchError(f"the signed baseline XML {info.path} has no entry for the target "
+                                    f"vehicle version {bundle.target_vehicle_version!r}", repository="image")
+    for ecu in bundle.ecus:
+        expected = entry.ecus.get(ecu.ecu)
+        if expected is None or ecu.software_version not in expected.versions:
+            listed = sorted(expected.versions) if expected else "no entry"
+            raise BaselineMismatchError(
+                f"ECU {ecu.ecu}: assigned software {ecu.software_version} is not what the baseline of "
+                f"{bundle.target_vehicle_version!r} lists ({listed})", repository="image", ecu=ecu.ecu)
 
 
 def record_install(state: UptaneState, ecu: str, assignment: Assignment) -> None:

@@ -9,6 +9,13 @@ that on top of :class:`dmclient.fetcher.Fetcher`, so metadata travels over the s
 python-tuf caps every body at the length the metadata allows (``download_file``'s
 ``max_length``), which is the endless-data protection for metadata.
 
+Connections: the session keeps one mutual-TLS connection alive across a check's requests
+and across checks (an error status's short body is read to its end so even the 404 that ends
+the root update keeps it: :func:`dmclient.fetcher.close_keeping_connection`). A request the
+server dropped without an answer, as on a kept-alive connection it had closed, is sent once
+more on a new connection (:func:`once_more_if_dropped`); each new connection verifies the
+server against the OEM CA and presents the client certificate, as the first one did.
+
 Errors: our fetcher already turned everything into :class:`~agent.errors.OtaError`
 branches; they travel inside tuf's ``DownloadError`` as ``__cause__`` and
 :func:`dmclient.uptane.tuf_errors.map_tuf_error` gives them back unchanged.
@@ -17,13 +24,17 @@ branches; they travel inside tuf's ``DownloadError`` as ``__cause__`` and
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from tuf.api import exceptions as tuf_exceptions
 from tuf.ngclient.fetcher import FetcherInterface
 
+from agent.errors import TransportError
 from dmclient.errors import HttpStatusError
-from dmclient.fetcher import Fetcher, FetchResponse
+from dmclient.fetcher import Fetcher, FetchResponse, dropped_before_answer
+
+T = TypeVar("T")
 
 
 class TufFetcher(FetcherInterface):
@@ -37,7 +48,7 @@ class TufFetcher(FetcherInterface):
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         try:
-            response = self.fetcher.fetch(url)
+            response = once_more_if_dropped(lambda: self.fetcher.fetch(url))
         except HttpStatusError as e:
             raise tuf_exceptions.DownloadHTTPError(str(e), e.status) from e
         with self._lock:
@@ -50,3 +61,20 @@ class TufFetcher(FetcherInterface):
                 with self._lock:
                     self.bytes_received += len(chunk)
                 yield chunk
+
+
+def once_more_if_dropped(request: Callable[[], T]) -> T:
+    """``request()``, sent once more if the server closed the connection without answering.
+
+    The check's requests share one kept-alive connection, within a check and across checks. A
+    server that closed its end (idle timeout, restart) while the request was on its way answers
+    nothing; the request then goes once more, on a new connection: a metadata GET is idempotent,
+    and a manifest POST the Director did accept before dying is refused the second time by its
+    report counters (never counted twice). A second failure is the check's error.
+    """
+    try:
+        return request()
+    except TransportError as e:
+        if not dropped_before_answer(e):
+            raise
+    return request()

@@ -15,6 +15,12 @@ the trusted state:
 generation, swaps ``current`` with an atomic ``rename`` of a new symlink and fsyncs the
 directory, then deletes older generations. A power cut leaves either the old or the new
 generation current. Leftover stages and unreferenced generations are removed at start.
+
+Most checks find nothing new: python-tuf then rewrites only the bootstrap root with the same
+bytes. A staged copy that ends up with the same files and bytes as the trusted directory is
+not committed (nothing to make durable: those bytes were synced when they became current); it
+is kept and handed to the next check as its stage, so an unchanged check copies, fsyncs and
+deletes no metadata files. Any check that does not commit (refused, failed) discards its stage.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ class MetadataStore:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.link = root / "current"
+        self._spare: Path | None = None  # a stage equal to the trusted directory, for the next check
         self._clean()
 
     def _generation(self) -> int:
@@ -61,6 +68,9 @@ class MetadataStore:
 
     def stage(self) -> Path:
         """A private copy of the trusted directory (empty before the first check)."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.is_dir():
+            return spare
         staged = Path(tempfile.mkdtemp(prefix="stage-", dir=self.root))
         cur = self.current()
         if cur is not None:
@@ -68,10 +78,20 @@ class MetadataStore:
         return staged
 
     def discard(self, staged: Path) -> None:
+        if staged == self._spare:  # committed unchanged: kept as the next stage
+            return
         shutil.rmtree(staged, ignore_errors=True)
 
     def commit(self, staged: Path) -> Path:
-        """Make ``staged`` the trusted directory, durably; returns the new generation's path."""
+        """Make ``staged`` the trusted directory, durably; returns the trusted directory's real path.
+
+        A stage with the same content as the trusted directory changes nothing: it is kept as
+        the next stage and the trusted generation stays as it is.
+        """
+        cur = self.current()
+        if cur is not None and _tree(staged) == _tree(cur.resolve()):
+            self._spare = staged
+            return cur.resolve()
         for dirpath, _dirs, files in os.walk(staged):
             for name in files:
                 p = Path(dirpath, name)
@@ -89,3 +109,20 @@ class MetadataStore:
         fsync_dir(self.root)
         self._clean()
         return target
+
+
+
+def _tree(root: Path) -> dict[str, bytes | str]:
+    """Every entry under ``root``: a file's bytes, a symlink's target, ``"/"`` for a directory."""
+    out: dict[str, bytes | str] = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            p = Path(dirpath, name)
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = "-> " + os.readlink(p)
+            elif p.is_dir():
+                out[rel] = "/"
+            else:
+                out[rel] = p.read_bytes()
+    return out

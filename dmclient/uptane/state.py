@@ -133,7 +133,7 @@ class UptaneState:
 
     def clear_attacks(self) -> None:
         with self._tx() as db:
-            db.execute("UPDATE reports SET attack = ''")
+            _clear_attacks(db)
 
     def attacks(self) -> dict[str, str]:
         with self._lock:
@@ -149,7 +149,21 @@ class UptaneState:
     def raise_time_floor(self, when: datetime) -> None:
         """Record ``when`` as the time floor unless the recorded one is later."""
         with self._tx() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'time_floor'").fetchone()
-            if row is None or datetime.fromisoformat(row[0]) < when:
-                db.execute("INSERT INTO meta (key, value) VALUES ('time_floor', ?) ON CONFLICT(key) "
-                           "DO UPDATE SET value = excluded.value", (when.astimezone(timezone.utc).isoformat(),))
+            _raise_time_floor(db, when)
+
+    def check_verified(self, when: datetime) -> None:
+        """A whole check verified at ``when``: attacks cleared and the time floor raised, in one transaction."""
+        with self._tx() as db:
+            _clear_attacks(db)
+            _raise_time_floor(db, when)
+
+
+def _clear_attacks(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE reports SET attack = '' WHERE attack != ''")
+
+
+def _raise_time_floor(db: sqlite3.Connection, when: datetime) -> None:
+    row = db.execute("SELECT value FROM meta WHERE key = 'time_floor'").fetchone()
+    if row is None or datetime.fromisoformat(row[0]) < when:
+        db.execute("INSERT INTO meta (key, value) VALUES ('time_floor', ?) ON CONFLICT(key) "
+                   "DO UPDATE SET value = excluded.value", (when.astimezone(timezone.utc).isoformat(),))

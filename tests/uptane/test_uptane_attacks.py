@@ -74,6 +74,13 @@ def good_check(vehicle: Vehicle, version: str | None = None) -> None:
     assert result.assignment is not None
 
 
+def forget_cached(vehicle: Vehicle) -> None:
+    """Empty the package cache: the next check downloads the baseline again (a check re-hashes the
+    verified copy it holds instead of downloading it, so a tampered file served would go unseen)."""
+    for entry in vehicle.cache.entries():
+        assert vehicle.cache.remove(entry.sha256)
+
+
 # -- rollback ------------------------------------------------------------------------------
 def test_rollback_assigned_release_counter_below_the_installed_one(vehicle: Vehicle) -> None:
     assert vehicle.check(V3).assignment is None  # trusted metadata on file
@@ -161,6 +168,7 @@ def test_arbitrary_software_release_counter_differs_from_image(vehicle: Vehicle,
 
 def test_arbitrary_software_served_file_differs_from_signed(vehicle: Vehicle, world: Path) -> None:
     good_check(vehicle)
+    forget_cached(vehicle)
     path = stored_target(world, BASELINE)
     data = path.read_bytes()
     serve(path, data.replace(b"Engine", b"Engin3", 1))  # same length, other bytes
@@ -178,6 +186,7 @@ def test_endless_data_metadata_longer_than_allowed(vehicle: Vehicle, world: Path
 
 def test_endless_data_target_longer_than_signed(vehicle: Vehicle, world: Path) -> None:
     good_check(vehicle)
+    forget_cached(vehicle)
     path = stored_target(world, BASELINE)
     serve(path, path.read_bytes() + b"<!-- more -->" * 1000)
     err = refused(vehicle, EndlessDataError, "endless-data")

@@ -227,6 +227,35 @@ def test_metadata_store_commits_atomically_and_cleans_up(tmp_path: Path) -> None
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["current", "gen-000001"]
 
 
+def test_metadata_store_keeps_an_unchanged_stage_for_the_next_check(tmp_path: Path) -> None:
+    store = MetadataStore(tmp_path / "m")
+    first = store.stage()
+    (first / "root_history").mkdir()
+    (first / "root_history" / "1.root.json").write_text("root 1")
+    (first / "timestamp.json").write_text("timestamp 1")
+    store.commit(first)
+    same = store.stage()
+    (same / "root_history" / "1.root.json").write_text("root 1")  # python-tuf rewrites the bootstrap root
+    store.commit(same)  # nothing new: no new generation ...
+    store.discard(same)
+    assert os.readlink(tmp_path / "m" / "current") == "gen-000001"
+    assert store.stage() == same  # ... and the next check starts from that stage, not from a fresh copy
+    (same / "timestamp.json").write_text("timestamp 2")
+    store.commit(same)
+    cur = store.current()
+    assert cur is not None and os.readlink(cur) == "gen-000002"
+    assert (cur / "timestamp.json").read_text() == "timestamp 2"
+    refused = store.stage()  # a stage that is not committed is never handed out again
+    (refused / "timestamp.json").write_text("timestamp 3, refused")
+    store.discard(refused)
+    fresh = store.stage()
+    assert fresh != refused and not refused.exists() and (fresh / "timestamp.json").read_text() == "timestamp 2"
+    (fresh / "unexpected.tmp").write_text("")  # any file more or less is a change
+    store.commit(fresh)
+    assert os.readlink(tmp_path / "m" / "current") == "gen-000003"
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["current", "gen-000003"]
+
+
 # -- python-tuf errors -----------------------------------------------------------------------
 @pytest.mark.parametrize(("exc", "target", "ours"), [
     (tx.ExpiredMetadataError("timestamp.json is expired"), None, FreezeError),
