@@ -71,7 +71,7 @@ def _already_active(session: UdsSession, sequencer: FlashSequencer, target_versi
     """A result with nothing flashed when the A/B ECU runs ``target_version`` already (see the module
     docstring); None when it runs another version or does not say (then the script runs)."""
     try:
-        found = read_ecu_versions(session, sequencer.ecu)
+        found = read_ecu_versions(session, sequencer.ecu, names=("software_version",))
     except OtaError as e:
         log.warning("%s: software version not read before the flash: %s", sequencer.ecu.name, e)
         return None
@@ -80,6 +80,6 @@ def _already_active(session: UdsSession, sequencer: FlashSequencer, target_versi
     log.info("%s: already runs %s (an earlier attempt activated it): not flashed again, so its other bank "
              "keeps the previous image", sequencer.ecu.name, target_version)
     result = sequencer.new_result()
-    result.versions_after = dict(found.values)
+    result.versions_after = dict(found.values)  # what was read: the software version
     result.already_active = True
     return result

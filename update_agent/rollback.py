@@ -123,7 +123,7 @@ class BankSwitch:
 
 def _software_version(session: UdsSession, ecu: EcuConfig) -> str | None:
     """The software version (F189 by default) the ECU reports now; None if it does not say."""
-    found = read_ecu_versions(session, ecu)
+    found = read_ecu_versions(session, ecu, names=("software_version",))
     if not found.answering:
         return None
     return found.values.get("software_version")

@@ -6,14 +6,23 @@ Per ECU the reading to match on is the newest *answered* one of this run
 (so an ECU heard on its version frame but deaf to UDS is still seen, and the
 other way round); if no source heard it, its newest not-answering reading.
 Every reading of the run goes to the :class:`~update_agent.version_store.VersionStore`.
+
+The DBC is parsed once per file version (not at every collection), and the listening links
+take only the version frames (acceptance filters: in the kernel on socketcan, in the hub on
+the bench), so the UDS traffic and the vehicle's signals on the same bus do not wake them.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import can
+from cantools.database.can import Database
 
 from agent.config.vehicle import VehicleConfig
 from agent.errors import OtaError
@@ -21,11 +30,15 @@ from update_agent.active_versions import collect_active
 from update_agent.passive_versions import SOURCE as FRAME_SOURCE
 from update_agent.passive_versions import PassiveVersionCollector, VersionFrameDecoder
 from update_agent.uds.transport import SHORT_NOTIFIER_TIMEOUT, CanLink
-from update_agent.version_frame import load_dbc
+from update_agent.version_frame import load_dbc, version_messages
 from update_agent.version_reading import VersionReading, freshest
 from update_agent.version_store import VersionStore
 
 log = logging.getLogger(__name__)
+
+_dbc_lock = threading.Lock()
+#: (path, mtime_ns, size) -> the parsed DBC
+_dbc_cache: dict[tuple[str, int, int], Database] = {}
 
 
 @dataclass
@@ -55,15 +68,19 @@ def collect(vehicle: VehicleConfig, *, ecus: Iterable[str] | None = None, uds: b
     window = listen if listen is not None else (frames.listen if frames else 0.0)
     try:
         if frames is not None:
-            db = load_dbc(frames.dbc)
+            db = _load_dbc(frames.dbc)
+            messages = version_messages(db)
             collector = PassiveVersionCollector(clock=clock)
             for bus_name, bus in vehicle.buses.items():
                 on_bus = [n for n in names if vehicle.ecus[n].bus == bus_name]
                 decoder = VersionFrameDecoder(db, on_bus)
                 if not decoder.ecus:
                     continue
+                filters: can.typechecking.CanFilters = [
+                    {"can_id": m.frame_id, "can_mask": 0x1FFFFFFF if m.is_extended_frame else 0x7FF,
+                     "extended": m.is_extended_frame} for ecu, m in messages.items() if ecu in decoder.ecus]
                 try:
-                    link = CanLink(bus, notifier_timeout=SHORT_NOTIFIER_TIMEOUT)
+                    link = CanLink(bus, notifier_timeout=SHORT_NOTIFIER_TIMEOUT, can_filters=filters)
                 except OtaError as e:
                     notes.append(f"version frames on bus {bus_name}: {e}")
                     continue
@@ -100,6 +117,23 @@ def collect(vehicle: VehicleConfig, *, ecus: Iterable[str] | None = None, uds: b
     if store is not None:
         store.record(r for src in by_source.values() for r in src.values())
     return Collection(readings=merged, by_source=by_source, notes=notes)
+
+
+def _load_dbc(path: Path) -> Database:
+    """:func:`~update_agent.version_frame.load_dbc`, parsed again only when the file changed."""
+    try:
+        st = path.stat()
+    except OSError:
+        return load_dbc(path)  # its error names the file
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    with _dbc_lock:
+        db = _dbc_cache.get(key)
+    if db is None:
+        db = load_dbc(path)
+        with _dbc_lock:
+            _dbc_cache.clear()  # one vehicle config per process: keep only the newest
+            _dbc_cache[key] = db
+    return db
 
 
 def _disagreements(used: VersionReading, candidates: list[VersionReading]) -> list[str]:

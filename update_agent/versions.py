@@ -5,7 +5,8 @@ per request (an ECU may refuse one DID and answer the others). An ECU that
 does not answer within its own ``timing.request_timeout`` - or whose bus
 cannot be opened - is marked *not answering* and the read goes on with the
 others: one dead ECU must not hide the versions of the rest of the car.
-ECUs are read in parallel, so a dead ECU costs one timeout, not one per ECU.
+ECUs are read in parallel, each opening its own session in its worker (the buses' links are
+shared), so a dead ECU costs one timeout, not one per ECU.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any
 from agent.config.vehicle import EcuConfig, VehicleConfig
 from agent.errors import NegativeResponseError, OtaError, OtaTimeoutError
 from update_agent.uds.api import UdsSession
-from update_agent.uds.client import UdsClientSession
 from update_agent.uds.links import VehicleLinks
 from update_agent.version_reading import VersionReading
 
@@ -64,11 +64,15 @@ def decode_did(data: bytes) -> str:
     return data.hex()
 
 
-def read_ecu_versions(session: UdsSession, ecu: EcuConfig) -> EcuVersions:
-    """Read every version DID of ``ecu`` through ``session``; no answer at all marks it not answering."""
+def read_ecu_versions(session: UdsSession, ecu: EcuConfig, names: Iterable[str] | None = None) -> EcuVersions:
+    """Read every version DID of ``ecu`` (or only the ``names`` of them it has) through ``session``;
+    no answer at all marks it not answering."""
     found = EcuVersions(ecu=ecu.name, bus=ecu.bus)
     answered = False
+    wanted = None if names is None else set(names)
     for name, did in ecu.version_dids.items():
+        if wanted is not None and name not in wanted:
+            continue
         try:
             data = session.read_did(did)
         except NegativeResponseError as e:
@@ -107,17 +111,11 @@ def read_versions(vehicle: VehicleConfig, names: Iterable[str] | None = None, *,
         ecus = [dataclasses.replace(e, timing=dataclasses.replace(e.timing, request_timeout=timeout))
                 for e in ecus]
     with links_factory(vehicle) as links:
-        opened: dict[str, UdsClientSession | OtaError] = {}
-        for ecu in ecus:
-            try:
-                opened[ecu.name] = links.session(ecu)
-            except OtaError as e:
-                opened[ecu.name] = e
-
         def one(ecu: EcuConfig) -> EcuVersions:
-            session = opened[ecu.name]
-            if isinstance(session, OtaError):
-                return EcuVersions(ecu=ecu.name, bus=ecu.bus, answering=False, error=str(session))
+            try:
+                session = links.session(ecu)
+            except OtaError as e:
+                return EcuVersions(ecu=ecu.name, bus=ecu.bus, answering=False, error=str(e))
             return read_ecu_versions(session, ecu)
 
         with ThreadPoolExecutor(max_workers=max(1, len(ecus)), thread_name_prefix="versions") as pool:

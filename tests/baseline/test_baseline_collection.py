@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from agent.config.vehicle import VehicleConfig, load_vehicle_config
 from agent.errors import ConfigurationError
 from bench.canbus.hub import HubThread
 from bench.version_broadcast import VersionBroadcaster, load_dbc
-from update_agent.version_collection import collect
+from update_agent.version_collection import _load_dbc, collect
 from update_agent.version_reading import VersionReading
 from update_agent.version_store import VersionStore
 
@@ -94,3 +95,16 @@ def test_no_hub_means_frames_are_noted_not_fatal(vehicle: VehicleConfig) -> None
     got = collect(vehicle, listen=0.1, active=uds, clock=Clock())
     assert {r.source for r in got.readings.values()} == {"uds"}
     assert any(n.startswith("version frames on bus powertrain:") for n in got.notes)
+
+
+def test_the_dbc_is_parsed_once_and_again_when_the_file_changes(tmp_path: Path) -> None:
+    dbc = tmp_path / "vehicle.dbc"
+    dbc.write_text((CONFIGS / "bench-vehicle.dbc").read_text())
+    first = _load_dbc(dbc)
+    assert _load_dbc(dbc) is first  # every collection of a running update agent: not parsed again
+    before = dbc.stat()
+    dbc.write_text(dbc.read_text().replace("ENGINE_VERSION", "ENGINE_VERSION_V2"))
+    os.utime(dbc, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))  # later, on any clock
+    edited = _load_dbc(dbc)
+    assert edited is not first
+    assert edited.get_message_by_name("ENGINE_VERSION_V2").senders == ["engine"]

@@ -27,6 +27,14 @@ def test_versions_are_read_did_by_did(bench_vehicle: VehicleConfig) -> None:
     assert reading.detail == "serial_number: DID F18C: NRC 0x31 requestOutOfRange"
 
 
+def test_only_the_named_version_dids_are_read(bench_vehicle: VehicleConfig) -> None:
+    """What a flash job asks before flashing an A/B ECU: its software version, one request."""
+    session = MemorySession(answers={("read_did", 0xF189): b"3.5.0"})
+    found = read_ecu_versions(session, bench_vehicle.ecu("brake"), names=("software_version",))
+    assert found.answering and found.values == {"software_version": "3.5.0"}
+    assert [args[0] for args in session.of("read_did")] == [0xF189]
+
+
 def test_an_ecu_that_does_not_answer_is_marked_after_one_timeout(bench_vehicle: VehicleConfig) -> None:
     session = MemorySession(answers={("read_did", None): OtaTimeoutError("no response within 1 s")})
     found = read_ecu_versions(session, bench_vehicle.ecu("brake"))
