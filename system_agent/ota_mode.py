@@ -8,7 +8,12 @@ fsync, ``os.replace``) *before* the vehicle is touched:
 
 * :meth:`enter`: persist ``active`` with the campaign and lease, then CommunicationControl
   disable and ControlDTCSetting off (functional, every bus). Entering again for the same
-  campaign renews; another campaign is refused while one holds OTA mode.
+  campaign renews; another campaign is refused while one holds OTA mode. An ECU that
+  refuses one of them (an NRC in the request's ``answers``, e.g. 0x22 conditionsNotCorrect)
+  would keep talking or logging DTCs during the installation: the entry is undone (the
+  exit requests are sent) and OTA mode ends inactive, its ``errors`` naming the ECU and
+  the NRC, so the engine's ota_mode_on step fails. An ECU that does not answer is only
+  reported in ``errors`` (functional requests were never confirmed before).
 * :meth:`renew`: move the lease end (only for the holding campaign).
 * :meth:`exit`: ControlDTCSetting on and CommunicationControl enable, then persist
   inactive. A failed request is reported (``errors``) and does not keep the vehicle in
@@ -40,6 +45,7 @@ from agent.errors import OtaError, VehicleStateError
 
 log = logging.getLogger(__name__)
 
+#: sends a request; its result is ``update_agent.functional``'s (``answers``: every ECU's outcome)
 Functional = Callable[[str], Awaitable[Any]]
 ENTER_REQUESTS = ("communication_control_disable", "dtc_setting_off")
 EXIT_REQUESTS = ("dtc_setting_on", "communication_control_enable")
@@ -115,7 +121,12 @@ class OtaMode:
             return False
         self.state = ModeState(True, campaign_id, expires, [])
         self._save()  # before touching the vehicle: a crash from here on ends in exit at restart
-        self.state.errors = await self._send(ENTER_REQUESTS)
+        refusals: list[str] = []
+        self.state.errors = await self._send(ENTER_REQUESTS, refusals)
+        if refusals:
+            log.error("ota mode: entry refused (%s): leaving OTA mode", "; ".join(refusals))
+            undone = await self._send(EXIT_REQUESTS)
+            self.state = ModeState(False, campaign_id, None, self.state.errors + undone)
         self._save()
         return True
 
@@ -165,12 +176,36 @@ class OtaMode:
         for error in await self._send(("tester_present",)):
             log.warning("ota mode: %s", error)
 
-    async def _send(self, requests: tuple[str, ...]) -> list[str]:
+    async def _send(self, requests: tuple[str, ...], refusals: list[str] | None = None) -> list[str]:
+        """Send each request; returns the errors (failed requests, ECUs refusing or not answering).
+
+        With ``refusals``: the ECUs' refusals (NRCs) are also appended there, and the requests
+        after the first refused one are not sent.
+        """
         errors = []
         for request in requests:
             try:
-                await self.functional(request)
+                result = await self.functional(request)
             except OtaError as e:
                 errors.append(f"{request}: {e}")
                 log.error("ota mode: functional %s failed: %s", request, e)
+                continue
+            answers = result.get("answers", []) if isinstance(result, dict) else []
+            for answer in answers:
+                if answer["outcome"] == "positive":
+                    continue
+                text = _describe(request, answer)
+                errors.append(text)
+                if answer["outcome"] == "negative" and refusals is not None:
+                    refusals.append(text)
+            if refusals:
+                break
         return errors
+
+
+def _describe(request: str, answer: dict[str, Any]) -> str:
+    """``dtc_setting_off: body (bus body) refused 8502: NRC 0x22 conditionsNotCorrect``."""
+    where = f"{request}: {answer['ecu']} (bus {answer['bus']})"
+    if answer["outcome"] == "negative":
+        return f"{where} refused {answer['request']}: NRC {answer['nrc']:#04x} {answer['nrc_name']}"
+    return f"{where}: no answer to {answer['request']} within {answer['waited_s']:.3f} s"

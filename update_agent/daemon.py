@@ -46,7 +46,7 @@ from agent.runtime.daemon import Daemon
 from agent.runtime.watchdog import Worker
 from update_agent.baseline.matching import match
 from update_agent.daemon_config import UpdateAgentConfig
-from update_agent.functional import changes_session, functional_buses, send_functional
+from update_agent.functional import FunctionalResult, changes_session, functional_buses, send_functional
 from update_agent.job_progress import ProgressThrottle
 from update_agent.jobs import FILENAME, Job, JobConflict, JobTable
 from update_agent.linux_jobs import KINDS as LINUX_KINDS
@@ -435,14 +435,14 @@ class UpdateAgentDaemon(Daemon):
                               f"{', '.join(vehicle.buses)})")
         buses = [bus] if bus is not None else functional_buses(vehicle)
         request = call.params["request"]
-        send: Callable[[], Awaitable[list[str]]] = lambda: asyncio.to_thread(  # noqa: E731
+        send: Callable[[], Awaitable[FunctionalResult]] = lambda: asyncio.to_thread(  # noqa: E731
             send_functional, vehicle, request, buses)
         if changes_session(request):  # a session change must not hit an ECU in the middle of a flash
             async with self.scheduler.buses(buses):
-                sent = await send()
+                result = await send()
         else:
-            sent = await send()
-        return {"buses": buses, "requests": sent}
+            result = await send()
+        return {"buses": buses, "requests": result.sent, "answers": [a.to_json() for a in result.answers]}
 
     # -- remote configuration -----------------------------------------------------------------
     async def _catalog(self, method: str) -> Catalog:

@@ -191,6 +191,9 @@ class Bootloader:
         try:
             if handler is None:
                 raise NrcError(_E.ServiceNotSupported, f"service {sid:#04x}")
+            refused = self.faults.request_nrc(sid)
+            if refused is not None:
+                raise NrcError(refused, "fault knob refuse_request")
             result = handler(request, now)
         except NrcError as e:
             log.info("%s: %s -> %s", self.name, _describe(request), e)

@@ -42,6 +42,7 @@ class FaultPlan:
         self._block_nrcs = [(f, _Shots(f.times)) for f in config.nrc_on_block]
         self._resets = [(f, _Shots(f.times)) for f in config.reset_mid_transfer]
         self._refusals = [(f, _Shots(f.times)) for f in config.refuse_config_write]
+        self._refused_requests = [(f, _Shots(f.times)) for f in config.refuse_request]
         self._slow = _Shots(config.erase_time.times) if config.erase_time else None
         self._switches = {name: _Shots(sw.times) for name, sw in (
             ("wrong_crc", config.wrong_crc), ("refuse_security", config.refuse_security),
@@ -102,6 +103,15 @@ class FaultPlan:
         for fault, shots in self._refusals:
             if fault.did in (None, did) and shots.fire():
                 self._note("refuse_config_write", f"DID {did:#06x} -> NRC {fault.nrc:#04x}")
+                return fault.nrc
+        return None
+
+    def request_nrc(self, service: int) -> int | None:
+        """The NRC to refuse the current request of ``service`` with, or None to carry it out."""
+        n = self._requests[service]
+        for fault, shots in self._refused_requests:
+            if fault.service == service and n >= fault.count and shots.fire():
+                self._note("refuse_request", f"service {service:#04x} request #{n} -> NRC {fault.nrc:#04x}")
                 return fault.nrc
         return None
 

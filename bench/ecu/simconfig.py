@@ -37,6 +37,7 @@ unknown key (a typo in a fault knob) is an error, never silently ignored.
         refuse_security: true
         preconditions_fail: true
         refuse_config_write: {nrc: 0x22, times: 1}  # WriteDataByIdentifier of a configuration DID
+        refuse_request: {service: 0x28, nrc: 0x22, count: 1, times: 1}  # refused, not carried out
         ignore_config_broadcast: true  # or {times: N}: the broadcast is heard but not applied
 
 Every fault knob fires ``times`` times (default 1, or ``always``), so a test
@@ -151,6 +152,17 @@ class RefuseConfigWrite:
 
 
 @dataclass(frozen=True)
+class RefuseRequest:
+    """Refuse requests ``count``, ``count+1``... of ``service`` with ``nrc`` (physical or functional:
+    an ECU that will not go quiet, say), without carrying them out."""
+
+    service: int
+    nrc: int
+    count: int
+    times: int | None
+
+
+@dataclass(frozen=True)
 class ConfigBroadcastSim:
     """``sim.config_broadcast``: the DBC message the ECU applies, and which signal sets which DID."""
 
@@ -173,6 +185,7 @@ class FaultConfig:
     preconditions_fail: Switch | None = None
     refuse_config_write: tuple[RefuseConfigWrite, ...] = ()
     ignore_config_broadcast: Switch | None = None
+    refuse_request: tuple[RefuseRequest, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -415,6 +428,14 @@ def _faults(node: Node) -> FaultConfig:
         did = sub.integer("did", minimum=0, maximum=0xFFFF) if sub.has("did") else None
         refusals.append(RefuseConfigWrite(nrc=nrc, did=did, times=_times(sub)))
         sub.done()
+    refused_requests = []
+    for sub in _one_or_many(node, "refuse_request"):
+        nrc = sub.integer("nrc", 0x22, minimum=0x10, maximum=0xFF)
+        if nrc == 0x78:
+            raise sub.error("0x78 is a response-pending, not a final answer", "nrc")
+        refused_requests.append(RefuseRequest(service=_service(sub), nrc=nrc,
+                                              count=sub.integer("count", 1, minimum=1), times=_times(sub)))
+        sub.done()
     faults = FaultConfig(
         drop_response=tuple(drops),
         pending_storm=tuple(storms),
@@ -426,6 +447,7 @@ def _faults(node: Node) -> FaultConfig:
         preconditions_fail=_switch(node, "preconditions_fail"),
         refuse_config_write=tuple(refusals),
         ignore_config_broadcast=_switch(node, "ignore_config_broadcast"),
+        refuse_request=tuple(refused_requests),
     )
     node.done()
     return faults

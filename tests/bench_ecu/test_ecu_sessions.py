@@ -124,6 +124,19 @@ def test_functional_requests(make_core: MakeCore) -> None:
     assert t.one("22f189", functional=True) == b"\x62\xf1\x891.0.0"
 
 
+def test_functional_requests_answered_without_suppress_bit_and_refused_by_fault(make_core: MakeCore) -> None:
+    t = make_core(faults={"refuse_request": {"service": 0x85, "nrc": 0x22, "count": 2}})
+    assert t.one("1003", functional=True)[:2] == b"\x50\x03"
+    assert t.one("280301", functional=True) == b"\x68\x03"  # disableRxAndTx, answered
+    assert t.core.status()["communication_control"]["control_type"] == 3
+    assert t.one("8502", functional=True) == b"\xc5\x02"  # request #1 of 0x85: carried out
+    assert t.core.status()["dtc_setting"] == "off"
+    assert t.one("8501", functional=True) == b"\x7f\x85\x22"  # #2: refused (conditionsNotCorrect), not done
+    assert t.core.status()["dtc_setting"] == "off"
+    assert t.core.status()["faults_fired"] == ["refuse_request: service 0x85 request #2 -> NRC 0x22"]
+    assert t.one("8501", functional=True) == b"\xc5\x01"  # fired once (times: 1)
+
+
 def test_unknown_service(make_core: MakeCore) -> None:
     t = make_core()
     assert t.nrc("1901ff") == 0x11

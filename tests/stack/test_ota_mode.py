@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,16 +21,24 @@ class Clock:
 
 
 class Bus:
-    """Records the functional requests; can be made to fail."""
+    """Records the functional requests; can be made to fail, or to have ECUs answer otherwise than
+    positively (``answers``: request -> the non-positive answers, as ``update_agent.functional`` gives them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, answers: dict[str, list[dict[str, Any]]] | None = None) -> None:
         self.sent: list[str] = []
         self.down = False
+        self.answers = answers or {}
 
-    async def __call__(self, request: str) -> None:
+    async def __call__(self, request: str) -> dict[str, Any]:
         if self.down:
             raise TransportError("ota-update-agent is not running")
         self.sent.append(request)
+        return {"buses": ["body"], "requests": [], "answers": self.answers.get(request, [])}
+
+
+def answer(outcome: str, request: str, nrc: int | None = None, nrc_name: str | None = None) -> dict[str, Any]:
+    return {"bus": "body", "ecu": "body", "request": request, "outcome": outcome, "nrc": nrc, "nrc_name": nrc_name,
+            "waited_s": 0.05}
 
 
 def run(coro: object) -> object:
@@ -121,3 +130,26 @@ def test_corrupt_state_file_is_treated_as_expired(tmp_path: Path, clock: Clock) 
     mode = make(tmp_path, clock, bus)
     assert run(mode.restore()) == "ended_after_restart"
     assert bus.sent == ["dtc_setting_on", "communication_control_enable"]
+
+
+def test_an_ecu_refusing_to_go_quiet_undoes_the_entry_naming_ecu_and_nrc(tmp_path: Path, clock: Clock) -> None:
+    bus = Bus({"communication_control_disable": [answer("negative", "280301", 0x22, "conditionsNotCorrect")]})
+    mode = make(tmp_path, clock, bus)
+    assert run(mode.enter("c1", 30)) is True
+    # DTC setting is not switched off after the refusal; what was changed is undone
+    assert bus.sent == ["communication_control_disable", "dtc_setting_on", "communication_control_enable"]
+    state = mode.to_json()
+    assert not state["active"] and state["campaign_id"] == "c1"
+    assert state["errors"] == ["communication_control_disable: body (bus body) refused 280301: "
+                               "NRC 0x22 conditionsNotCorrect"]
+    assert not make(tmp_path, clock, Bus()).state.active  # persisted inactive: nothing to end after a restart
+    assert run(mode.exit("c1")) is False  # the engine's ota_mode_off then has nothing left to do
+
+
+def test_an_ecu_not_answering_is_reported_and_the_entry_holds(tmp_path: Path, clock: Clock) -> None:
+    bus = Bus({"dtc_setting_off": [answer("no_answer", "8502")]})
+    mode = make(tmp_path, clock, bus)
+    assert run(mode.enter("c1", 30)) is True
+    assert bus.sent == ["communication_control_disable", "dtc_setting_off"]
+    assert mode.to_json()["active"]
+    assert mode.to_json()["errors"] == ["dtc_setting_off: body (bus body): no answer to 8502 within 0.050 s"]

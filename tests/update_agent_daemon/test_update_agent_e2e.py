@@ -295,7 +295,10 @@ def test_functional_comm_control_and_dtc_setting_reach_every_ecu_of_the_bus(star
         for request in ("communication_control_disable", "dtc_setting_off"):
             answer = c.call("update_agent.functional", {"bus": "powertrain", "request": request})
             assert answer["buses"] == ["powertrain"]
-        c.call("update_agent.functional", {"bus": "powertrain", "request": "tester_present"})
+            # the session change and the request itself, each confirmed by both ECUs of the address
+            assert [(a["request"][:2], a["ecu"], a["outcome"]) for a in answer["answers"]] == [
+                (sid, ecu, "positive") for sid in ("10", answer["requests"][-1][:2]) for ecu in ("engine", "brake")]
+        assert c.call("update_agent.functional", {"bus": "powertrain", "request": "tester_present"})["answers"] == []
         for ecu in ("engine", "brake"):  # both ECUs behind the one functional address
             wait_until(lambda ecu=ecu: seen(ecu) == (0x03, "off"), 10, f"{ecu} quiet")  # type: ignore[misc]
         assert seen("body") == (0x00, "on")  # another bus: untouched

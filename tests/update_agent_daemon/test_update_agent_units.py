@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +13,11 @@ import can
 import pytest
 from uadkit import BENCH_CONFIG
 
-from agent.config.vehicle import load_vehicle_config
+from agent.config.vehicle import BusConfig, load_vehicle_config
 from agent.errors import ConfigurationError
 from agent.runtime.config import load_config
 from update_agent.daemon_config import UpdateAgentConfig
-from update_agent.functional import functional_buses, functional_targets, send_functional
+from update_agent.functional import Awaited, functional_buses, functional_targets, send_functional
 from update_agent.job_progress import ProgressThrottle
 from update_agent.jobs import FAILED, RUNNING, SUCCEEDED, IllegalTransition, Job, JobConflict, JobTable
 from update_agent.scheduler import BusScheduler
@@ -206,11 +206,23 @@ def test_progress_is_rate_limited_and_the_latest_event_is_not_lost() -> None:
     assert published[-1] == {"n": 50}  # nothing after the job ended
 
 
-# -- functional requests -------------------------------------------------------------------------
+# -- functional requests -------------------------------------------------------------------------------
+class FakeNotifier:
+    def __init__(self) -> None:
+        self.listeners: list[Callable[[can.Message], None]] = []
+
+    def add_listener(self, listener: Callable[[can.Message], None]) -> None:
+        self.listeners.append(listener)
+
+
 class FakeLink:
-    def __init__(self, bus: Any, frames: list[can.Message]) -> None:
+    """A bus on which nobody answers: records the frames sent and the acceptance filters asked for."""
+
+    def __init__(self, bus: BusConfig, frames: list[can.Message], filters: list[dict[str, Any]] | None = None) -> None:
         self.config = bus
         self.frames = frames
+        self.filters = filters
+        self.notifier = FakeNotifier()
 
     def send(self, message: can.Message) -> None:
         self.frames.append(message)
@@ -222,23 +234,68 @@ class FakeLink:
         pass
 
 
-def test_functional_requests_go_once_per_functional_address_with_p2_between() -> None:
+class StepClock:
+    """Advances ``step`` s each time it is read: deadlines pass without any real wait."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_functional_requests_go_once_per_functional_address_and_silence_is_reported_after_p2() -> None:
     vehicle = load_vehicle_config(BENCH_CONFIG)
     assert [e.name for e in functional_targets(vehicle, "powertrain")] == ["engine"]  # engine+brake share 0x7DF
     frames: list[can.Message] = []
-    slept: list[float] = []
-    sent = send_functional(vehicle, "communication_control_disable", ["powertrain", "body"],
-                           link_factory=lambda bus: FakeLink(bus, frames), sleep=slept.append)
-    assert sent == ["1083", "1083", "288301", "288301"]  # each request on both buses before the next
-    assert [(f.arbitration_id, bytes(f.data[:3])) for f in frames] == [
-        (0x7DF, b"\x02\x10\x83"), (0x7DF, b"\x02\x10\x83"),
-        (0x7DF, b"\x03\x28\x83"), (0x7DF, b"\x03\x28\x83")]  # ISO-TP single frames: length + payload
-    assert bytes(frames[2].data[3:4]) == b"\x01"  # normal communication messages
-    assert slept == [0.05]  # the ECUs' P2 after the silent session change, once for both buses
+    links: list[FakeLink] = []
+
+    def open_link(bus: BusConfig, filters: list[dict[str, Any]] | None) -> FakeLink:
+        links.append(FakeLink(bus, frames, filters))
+        return links[-1]
+
+    result = send_functional(vehicle, "communication_control_disable", ["powertrain", "body"],
+                             link_factory=open_link, clock=StepClock(0.01))
+    assert result.sent == ["1003", "1003", "280301", "280301"]  # each request on both buses before the next
+    assert [(f.arbitration_id, bytes(f.data)) for f in frames] == [
+        (0x7DF, b"\x02\x10\x03"), (0x7DF, b"\x02\x10\x03"),
+        (0x7DF, b"\x03\x28\x03\x01"), (0x7DF, b"\x03\x28\x03\x01")]  # ISO-TP single frames: length + payload
+    # only the answers of the ECUs behind the functional address reach the tester
+    assert [[f["can_id"] for f in link.filters or []] for link in links] == [[0x7E8, 0x7E9], [0x748]]
+    assert all(len(link.notifier.listeners) == 1 for link in links)
+    # nobody answered: every ECU given up on once its P2 (0.05 s) had passed on the clock, and the
+    # requests went on
+    assert [(a.request, a.ecu, a.outcome) for a in result.answers] == [
+        (p, ecu, "no_answer") for p in ("1003", "280301") for ecu in ("engine", "brake", "body")]
+    assert all(0.05 - 1e-9 <= a.waited < 0.1 for a in result.answers)
+    assert result.problems == result.answers
     frames.clear()
-    assert send_functional(vehicle, "tester_present", ["body"], link_factory=lambda bus: FakeLink(bus, frames),
-                           sleep=slept.append) == ["3e80"]
-    assert bytes(frames[0].data[:3]) == b"\x02\x3e\x80"
+    links.clear()
+    silent = send_functional(vehicle, "tester_present", ["body"], link_factory=open_link, clock=StepClock(0.01))
+    assert (silent.sent, silent.answers) == (["3e80"], [])  # suppressed: nothing awaited
+    assert bytes(frames[0].data[:3]) == b"\x02\x3e\x80" and links[0].filters is None
+    assert links[0].notifier.listeners == []  # send-only: no receive thread
+
+
+def test_an_awaited_answer_takes_p2_star_after_response_pending_and_ignores_other_answers() -> None:
+    ecu = load_vehicle_config(BENCH_CONFIG).ecus["engine"]  # p2 0.05 s, p2_star 5 s
+    awaited = Awaited("powertrain", ecu, bytes.fromhex("8502"), sent_at=100.0)
+    assert awaited.expire(100.049) is None
+    assert awaited.take(bytes.fromhex("5003003201f4"), 100.01) is None  # a late answer to the 0x10 before
+    assert awaited.take(bytes.fromhex("7f8578"), 100.02) is None  # responsePending: P2* from now on
+    assert awaited.expire(100.06) is None and awaited.expire(105.01) is None
+    final = awaited.take(bytes.fromhex("7f8521"), 104.0)
+    assert final is not None and (final.outcome, final.nrc) == ("negative", 0x21)
+    assert final.describe() == "engine (bus powertrain): ControlDTCSetting 8502 refused: NRC 0x21 busyRepeatRequest"
+    assert final.waited == pytest.approx(4.0)
+    silent = Awaited("powertrain", ecu, bytes.fromhex("8502"), sent_at=100.0)
+    assert silent.take(bytes.fromhex("7f8578"), 100.01) is None
+    assert silent.expire(105.0) is None
+    late = silent.expire(105.02)
+    assert late is not None and late.outcome == "no_answer" and late.to_json()["nrc"] is None
+    ok = Awaited("powertrain", ecu, bytes.fromhex("1003"), sent_at=0.0).take(bytes.fromhex("5003003201f4"), 0.01)
+    assert ok is not None and ok.outcome == "positive"
 
 
 def test_functional_requests_refuse_unknown_buses_and_buses_without_a_functional_address(tmp_path: Path) -> None:
@@ -250,7 +307,7 @@ def test_functional_requests_refuse_unknown_buses_and_buses_without_a_functional
     (tmp_path / "v.yaml").write_text(text)
     bare = load_vehicle_config(tmp_path / "v.yaml")
     with pytest.raises(ConfigurationError, match="bus 'body': no ECU on it has a functional address"):
-        send_functional(bare, "tester_present", ["body"], link_factory=lambda bus: FakeLink(bus, []))
+        send_functional(bare, "tester_present", ["body"], link_factory=lambda bus, filters: FakeLink(bus, []))
     with pytest.raises(ConfigurationError, match="no ECU of the vehicle has a functional address"):
         functional_buses(bare)
     assert functional_buses(vehicle) == ["powertrain", "body"]

@@ -21,13 +21,15 @@ only the unthrottled single frame); and udsoncan sends without a timeout, so
 every send gets one, scaled to its length.
 
 Every ISO-TP addressing mode of the config maps onto :class:`isotp.Address`.
-Functional requests (TesterPresent 0x3E 0x80) are encoded by can-isotp too
+Functional requests (TesterPresent 0x3E 0x80, OTA mode) are encoded by can-isotp too
 (:class:`isotp.TransportLayerLogic` driven for one single frame), so padding,
-address prefixes and CAN FD lengths are right in every mode.
+address prefixes and CAN FD lengths are right in every mode; the answers of the ECUs
+to a functional request are decoded the same way, one :class:`ResponseReceiver` per ECU.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -199,12 +201,22 @@ def _isotp_error_logger(ecu: str) -> Callable[[Exception], None]:
     return handler
 
 
+def _can_frame(msg: isotp.CanMessage) -> can.Message:
+    return can.Message(arbitration_id=msg.arbitration_id, data=msg.data, is_extended_id=msg.is_extended_id,
+                       is_fd=msg.is_fd, bitrate_switch=msg.bitrate_switch)
+
+
+def _no_pacing(seconds: float) -> None:
+    """can-isotp's ``wait_func`` for a stack that never sends consecutive frames: its ``Params.validate()``
+    calls ``wait_func(0.001)`` (a real 1 ms sleep, twice per stack built) to check that it works."""
+
+
 class FunctionalSender:
     """Encodes single-frame functional requests with can-isotp and puts them on the bus."""
 
     def __init__(self, ecu: EcuConfig, send_frame: FrameSender, bus: BusConfig) -> None:
         params = isotp_params(ecu, bus)
-        params["blocking_send"] = False
+        params.update(blocking_send=False, wait_func=_no_pacing)  # functional requests are single frames
         self._send_frame = send_frame
         self._lock = threading.Lock()
         self._logic = isotp.TransportLayerLogic(rxfn=lambda timeout: None, txfn=self._tx,
@@ -212,11 +224,51 @@ class FunctionalSender:
                                                 params=params)
 
     def _tx(self, msg: isotp.CanMessage) -> None:
-        self._send_frame(can.Message(arbitration_id=msg.arbitration_id, data=msg.data,
-                                     is_extended_id=msg.is_extended_id, is_fd=msg.is_fd,
-                                     bitrate_switch=msg.bitrate_switch))
+        self._send_frame(_can_frame(msg))
 
     def send(self, payload: bytes) -> None:
         with self._lock:
             self._logic.send(payload, target_address_type=isotp.TargetAddressType.Functional)
             self._logic.process(do_rx=False)
+
+
+def response_key(cfg: IsoTpConfig) -> tuple[int, bool]:
+    """(arbitration id, extended id) of the frames an ECU answers the tester with."""
+    address = isotp_address(cfg, rx_only=True)
+    return address.get_rx_arbitration_id(isotp.TargetAddressType.Physical), address.is_rx_29bits()
+
+
+class ResponseReceiver:
+    """One ECU's physical responses decoded by can-isotp, driven by the caller (no thread of its own).
+
+    The caller hands it the frames of the ECU's response id (:attr:`rx_key`) with :meth:`feed`
+    and gets back the complete responses; a flow control a multi-frame response needs goes out
+    through ``send_frame``. Used where several ECUs answer one functional request at once: one
+    receiver per ECU, frames routed by arbitration id (the ISO-TP address check is can-isotp's).
+    """
+
+    def __init__(self, ecu: EcuConfig, send_frame: FrameSender, bus: BusConfig) -> None:
+        params = isotp_params(ecu, bus)
+        params.update(blocking_send=False, wait_func=_no_pacing)  # it sends flow control frames only
+        address = isotp_address(ecu.isotp)
+        self.ecu = ecu
+        #: (arbitration id, extended id) of the ECU's responses
+        self.rx_key = response_key(ecu.isotp)
+        self._frames: collections.deque[isotp.CanMessage] = collections.deque()
+        self._logic = isotp.TransportLayerLogic(rxfn=self._rxfn, txfn=lambda msg: send_frame(_can_frame(msg)),
+                                                address=address, error_handler=_isotp_error_logger(ecu.name),
+                                                params=params)
+
+    def _rxfn(self, timeout: float) -> isotp.CanMessage | None:
+        return self._frames.popleft() if self._frames else None
+
+    def feed(self, msg: can.Message) -> list[bytes]:
+        """Decode one received frame; returns the responses it completed (a single frame: one)."""
+        self._frames.append(isotp.CanMessage(arbitration_id=msg.arbitration_id, data=bytes(msg.data),
+                                             extended_id=msg.is_extended_id, is_fd=msg.is_fd,
+                                             bitrate_switch=msg.bitrate_switch))
+        self._logic.process()
+        responses = []
+        while (payload := self._logic.recv()) is not None:
+            responses.append(bytes(payload))
+        return responses

@@ -22,7 +22,8 @@ OTA_MODE = Record(
     campaign_id=Nullable(CAMPAIGN_ID),
     lease_expires_at=Nullable(Num(doc="seconds since the epoch")),
     lease_remaining_s=Nullable(Num()),
-    errors=ListOf(Str(), doc="functional requests that failed on the last entry / exit"),
+    errors=ListOf(Str(), doc="functional requests that failed on the last entry / exit, and the ECUs "
+                                  "that refused one (NRC) or did not answer"),
 )
 
 VERDICT = Record(ok=Bool(), phase=Enum("download", "install"), failed=ListOf(FAILED_RULE),
@@ -50,7 +51,9 @@ GROUP = Group(
            params=Record(campaign_id=CAMPAIGN_ID, lease_s=Num(minimum=0.1, maximum=86400)),
            result=OTA_MODE,
            doc="Enter OTA mode: functional CommunicationControl disable and ControlDTCSetting off on every "
-               "bus, then functional TesterPresent until exit. Entering again for the same campaign renews."),
+               "bus, then functional TesterPresent until exit. Entering again for the same campaign renews. "
+               "An ECU refusing either (an NRC) undoes the entry: the result is inactive, errors name the "
+               "ECU and the NRC; an ECU not answering is only listed in errors."),
     Method("system_agent.ota_mode.renew",
            params=Record(campaign_id=CAMPAIGN_ID, lease_s=Num(minimum=0.1, maximum=86400)),
            result=OTA_MODE,
@@ -62,7 +65,8 @@ GROUP = Group(
     Method("system_agent.ota_mode.status", result=OTA_MODE, doc="Whether OTA mode is on, for whom, until when."),
     Event("system_agent.ota_mode.changed",
           params=Record(active=Bool(), campaign_id=Opt(Nullable(CAMPAIGN_ID)),
-                        reason=Opt(Enum("enter", "exit", "lease_expired", "restored", "ended_after_restart"))),
+                        reason=Opt(Enum("enter", "enter_refused", "exit", "lease_expired", "restored",
+                                        "ended_after_restart"))),
           doc="OTA mode turned on or off (reason says why)."),
     doc="Preconditions and OTA mode.",
 )

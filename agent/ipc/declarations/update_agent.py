@@ -67,6 +67,12 @@ JOB_STATUS = Record(
 )
 FUNCTIONAL_REQUEST = Enum("communication_control_disable", "communication_control_enable",
                           "dtc_setting_off", "dtc_setting_on", "tester_present")
+FUNCTIONAL_ANSWER = Record(
+    bus=BUS, ecu=ECU, request=Str(pattern=r"[0-9a-f]{2,}", doc="hex of the functional payload answered"),
+    outcome=Enum("positive", "negative", "no_answer"),
+    nrc=Nullable(Int(minimum=0, maximum=0xFF)), nrc_name=Nullable(Str(doc="e.g. 'conditionsNotCorrect'")),
+    waited_s=Num(minimum=0, doc="from the request to the answer, or to giving up (the ECU's P2, P2* after 0x78)"),
+)
 
 CONFIG_OUTCOME = Record(
     item=Str(), ecu=ECU, previous=Nullable(Str()), wanted=Nullable(Str()), read_back=Nullable(Str()),
@@ -135,10 +141,14 @@ GROUP = Group(
            doc="A job's state; 'unknown' for an id never seen (or pruned from the history)."),
     Method("update_agent.functional",
            params=Record(bus=Opt(BUS), request=FUNCTIONAL_REQUEST),
-           result=Record(buses=ListOf(BUS), requests=ListOf(Str(doc="hex of each functional request sent"))),
+           result=Record(buses=ListOf(BUS), requests=ListOf(Str(doc="hex of each functional request sent")),
+                         answers=ListOf(FUNCTIONAL_ANSWER, doc="every expected ECU's answer to each answered "
+                                                               "payload (none for TesterPresent)")),
            doc="Send a functionally addressed request on one bus (when omitted: every bus with a "
-               "functionally addressable ECU): 0x28 / 0x85 "
-               "with suppressPosRsp after an extended session request, or TesterPresent 0x3E 0x80."),
+               "functionally addressable ECU): 0x28 / 0x85 after an extended session request (0x10 0x03), "
+               "each awaited until every ECU of the functional address answered or passed its P2 (P2* "
+               "after NRC 0x78), or TesterPresent 0x3E 0x80 (suppressed, not answered). An NRC or a "
+               "missing answer is reported in answers, never an error."),
     Method("update_agent.config.set",
            params=Record(values=MapOf(Str(min_len=1, max_len=64, doc="the value as text, e.g. 'on', 'sport', '120'"),
                                       doc="configuration item name -> value (configs/bench-config-items.yaml)"),
