@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import can
 
@@ -27,21 +27,25 @@ from agent.config.vehicle import VehicleConfig
 from system_agent.signals import SignalModel, SignalReading, SignalSpec
 from system_agent.vehicle_state import VehicleState, VehicleStateSource
 from update_agent.uds.canlink import CanLink
-from update_agent.version_frame import load_dbc
+
+if TYPE_CHECKING:
+    from cantools.database.can import Database
 
 log = logging.getLogger(__name__)
 
 
 class CanStateSource(VehicleStateSource):
-    """Signals decoded from every bus of ``vehicle``; see the module docstring."""
+    """Signals decoded from every bus of ``vehicle``; see the module docstring.
 
-    def __init__(self, vehicle: VehicleConfig, dbc: Path, specs: Sequence[SignalSpec], *,
+    ``db`` is the DBC ``dbc`` loaded (:func:`update_agent.version_frame.load_dbc`); only the
+    messages of ``specs`` are kept (by the model), not the whole database."""
+
+    def __init__(self, vehicle: VehicleConfig, dbc: Path, db: Database, specs: Sequence[SignalSpec], *,
                  stale_factor: float, stale_after: float | None = None,
                  on_frame: Callable[[], None] | None = None) -> None:
         self.vehicle = vehicle
         self.dbc_path = dbc
-        self.db = load_dbc(dbc)
-        self.model = SignalModel(self.db, specs, stale_factor=stale_factor, stale_after=stale_after)
+        self.model = SignalModel(db, specs, stale_factor=stale_factor, stale_after=stale_after)
         self.on_frame = on_frame
         self._lock = threading.Lock()
         self.links: dict[str, CanLink] = {}

@@ -22,13 +22,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.ipc.client import IpcClient
 from agent.ipc.server import Call, Handler
 from agent.runtime.config import peer_socket
 from agent.runtime.daemon import Daemon
-from system_agent.can_source import CanStateSource
 from system_agent.config import SystemConfig
 from system_agent.network import SIGNAL as NETWORK_SIGNAL
 from system_agent.network import NetworkProbe
@@ -36,6 +35,9 @@ from system_agent.ota_mode import OtaMode
 from system_agent.ota_signals import OtaModeBroadcast, PowerHold
 from system_agent.preconditions import PHASES, Verdict, evaluate
 from system_agent.vehicle_state import StateFileSource, VehicleState, VehicleStateSource
+
+if TYPE_CHECKING:  # python-can and cantools load in start() for state_source can only
+    from system_agent.can_source import CanStateSource
 
 #: s between reads of the state file (file source: nothing tells when it changes)
 FILE_POLL = 0.5
@@ -59,6 +61,8 @@ class SystemDaemon(Daemon):
         #: set (and replaced) by the watch whenever the state changes
         self._state_news = asyncio.Event()
         self.source: VehicleStateSource | None = None
+        #: the source when it is the buses (state_source can)
+        self.can: CanStateSource | None = None
         self.broadcast: OtaModeBroadcast | None = None
         self.hold: PowerHold | None = None
         self.network: NetworkProbe | None = None
@@ -75,14 +79,17 @@ class SystemDaemon(Daemon):
         if cfg.state_source == "can":
             assert cfg.can is not None
             from agent.config.vehicle import load_vehicle_config
+            from system_agent.can_source import CanStateSource
+            from update_agent.version_frame import load_dbc
 
             loop = asyncio.get_running_loop()
-            source = CanStateSource(load_vehicle_config(cfg.can.vehicle_config), cfg.can.dbc, cfg.can.signals,
+            db = load_dbc(cfg.can.dbc)  # not kept: the model and the broadcast keep their messages only
+            source = CanStateSource(load_vehicle_config(cfg.can.vehicle_config), cfg.can.dbc, db, cfg.can.signals,
                                     stale_factor=cfg.can.stale_factor, stale_after=cfg.can.stale_after,
                                     on_frame=lambda: _set_from_thread(loop, self._state_wake))
             source.start(loop)  # buses with a file descriptor are read from this loop, not by threads
-            self.source = source
-            self.broadcast = OtaModeBroadcast({n: link.bus for n, link in source.links.items()}, source.db,
+            self.source = self.can = source
+            self.broadcast = OtaModeBroadcast({n: link.bus for n, link in source.links.items()}, db,
                                               cfg.can.ota_mode_message)
         else:
             self.source = StateFileSource(cfg.state_file)
@@ -103,8 +110,8 @@ class SystemDaemon(Daemon):
     async def stop(self) -> None:
         if self.broadcast is not None:
             self.broadcast.stop()  # the frame stops; the hold file stays for the lease (restart takes it up)
-        if isinstance(self.source, CanStateSource):
-            self.source.close()
+        if self.can is not None:
+            self.can.close()
         if self.update_agent is not None:
             await self.update_agent.close()
 
@@ -115,8 +122,8 @@ class SystemDaemon(Daemon):
     # -- vehicle state ---------------------------------------------------------------------------
     async def snapshot(self) -> VehicleState:
         assert self.source is not None
-        if isinstance(self.source, CanStateSource):
-            state = self.source.snapshot()
+        if self.can is not None:
+            state = self.can.snapshot()
         else:
             state = await asyncio.to_thread(self.source.snapshot)
         reachable = self.network.reading() if self.network is not None else None
@@ -142,8 +149,8 @@ class SystemDaemon(Daemon):
                         self.verdicts[phase] = verdict
                         self.publish("system_agent.preconditions.verdict", self._verdict_json(phase, verdict,
                                                                                               state))
-            if isinstance(self.source, CanStateSource):
-                nxt = self.source.next_change()
+            if self.can is not None:
+                nxt = self.can.next_change()
                 timeout = None if nxt is None else nxt + 0.01
             else:
                 timeout = FILE_POLL
@@ -156,8 +163,8 @@ class SystemDaemon(Daemon):
     def settling(self) -> float:
         """Seconds until every signal not heard since the start may count as unknown (0: now)."""
         waits = [0.0]
-        if isinstance(self.source, CanStateSource):
-            waits.append(self.source.settling())
+        if self.can is not None:
+            waits.append(self.can.settling())
         if self.network is not None:
             waits.append(self.network.settling())
         return max(waits)
@@ -247,15 +254,15 @@ class SystemDaemon(Daemon):
 
         async def state(call: Call) -> Any:
             snapshot = await self.snapshot()
-            signals = self.source.to_json() if isinstance(self.source, CanStateSource) else {}
+            signals = self.can.to_json() if self.can is not None else {}
             return {"values": dict(snapshot.values), "source": snapshot.source, "problem": snapshot.problem,
                     "signals": signals}
 
         async def enter(call: Call) -> Any:
             async with self._lock:
                 entered = await mode().enter(call.params["campaign_id"], call.params["lease_s"])
-            if entered:
-                self._changed("enter")
+            if entered:  # an entry an ECU refused ends inactive at once (OtaMode.enter)
+                self._changed("enter" if mode().state.active else "enter_refused")
             else:
                 self._sync_signals()
                 self._wake.set()

@@ -20,12 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-import can
-from cantools.database.can import Database
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import ConfigurationError
+
+if TYPE_CHECKING:  # python-can loads with the first broadcast: a desk (file source) only keeps the hold file
+    import can
+    from cantools.database.can import Database
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class OtaModeBroadcast:
     def start(self) -> None:
         if self._tasks:
             return
+        import can
+
         with self._lock:
             data = self._payload()
         for name, bus in self.buses.items():

@@ -22,11 +22,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from cantools.database.can import Database, Message
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import ConfigurationError
+
+if TYPE_CHECKING:  # only methods of the DBC's objects are called: a desk (file source) never loads cantools
+    from cantools.database.can import Database, Message
 
 KINDS = ("auto", "bool")
 #: no value yet (a decoded value may itself be None-like, so not None)
@@ -77,16 +78,31 @@ class SignalReading:
                 "stale": self.stale, "timeout_s": self.timeout}
 
 
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """One DBC message the model decodes: its state signals and their timeout (the message's)."""
+
+    message: Message
+    specs: tuple[SignalSpec, ...]
+    timeout: float
+
+
 class SignalModel:
-    """Frames -> state signals with ages; see the module docstring. Not thread-safe (lock outside)."""
+    """Frames -> state signals with ages; see the module docstring. Not thread-safe (lock outside).
+
+    Every signal of a message arrives with it, so receive times are kept per message; a frame whose
+    bytes equal the last one of its message is not decoded again (periodic frames mostly repeat):
+    it only refreshes that time, so an idle daemon spends next to nothing per frame."""
 
     def __init__(self, db: Database, specs: Sequence[SignalSpec] = DEFAULT_SIGNALS, *,
                  stale_factor: float = 5.0, stale_after: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.specs = tuple(specs)
-        self._by_id: dict[tuple[int, bool], tuple[Message, list[SignalSpec]]] = {}
+        by_id: dict[tuple[int, bool], tuple[Message, list[SignalSpec], float]] = {}
         self.timeouts: dict[str, float] = {}
+        #: state signal -> (frame id, extended) of its message
+        self._key: dict[str, tuple[int, bool]] = {}
         for spec in self.specs:
             if spec.kind not in KINDS:
                 raise ConfigurationError(f"signal {spec.name!r}: kind must be one of {', '.join(KINDS)}")
@@ -105,10 +121,13 @@ class SignalModel:
                                          "configure stale_after")
             self.timeouts[spec.name] = timeout
             key = (message.frame_id, message.is_extended_frame)
-            self._by_id.setdefault(key, (message, []))[1].append(spec)
+            self._key[spec.name] = key
+            by_id.setdefault(key, (message, [], timeout))[1].append(spec)
+        self._by_id = {key: _Decoded(message, tuple(ours), timeout) for key, (message, ours, timeout) in by_id.items()}
         self._values: dict[str, Any] = {}
-        self._seen: dict[str, float] = {}
-        #: the last bytes of each message taken (frame id, extended)
+        #: when each message (frame id, extended) last arrived and decoded
+        self._seen: dict[tuple[int, bool], float] = {}
+        #: the last bytes of each message taken
         self._raw: dict[tuple[int, bool], bytes] = {}
         #: frames that did not decode (wrong length, out of range), for status
         self.bad_frames = 0
@@ -130,41 +149,34 @@ class SignalModel:
 
     def feed(self, frame_id: int, data: bytes, *, extended: bool = False, at: float | None = None) -> bool:
         """Take one frame of ours; True if it changed what the model knows (a new value, or a signal
-        that was never seen or had gone stale), so a listener wakes only for a change.
-
-        A frame whose bytes equal the last one of its message is not decoded again: periodic
-        frames mostly repeat, and decoding each would cost an idle daemon CPU for nothing."""
-        entry = self._by_id.get((frame_id, extended))
+        that was never seen or had gone stale), so a listener wakes only for a change."""
+        key = (frame_id, extended)
+        entry = self._by_id.get(key)
         if entry is None:
             return False
-        message, specs = entry
         now = self.clock() if at is None else at
+        seen = self._seen.get(key)
+        changed = seen is None or now - seen > entry.timeout
         raw = bytes(data)
-        changed = any(self._unknown(spec.name, now) for spec in specs)
-        if self._raw.get((frame_id, extended)) != raw:
+        if self._raw.get(key) != raw:
             try:
-                decoded = message.decode(raw, decode_choices=True, scaling=True)
+                decoded = entry.message.decode(raw, decode_choices=True, scaling=True)
             except Exception:  # cantools raises several types for a malformed frame: count it, keep the old value
                 self.bad_frames += 1
                 return False
             assert isinstance(decoded, dict)
-            for spec in specs:
+            for spec in entry.specs:
                 value = _convert(decoded[spec.signal], spec.kind)
                 changed = changed or self._values.get(spec.name, _UNSET) != value
                 self._values[spec.name] = value
-            self._raw[(frame_id, extended)] = raw
-        for spec in specs:
-            self._seen[spec.name] = now
+            self._raw[key] = raw
+        self._seen[key] = now
         return changed
-
-    def _unknown(self, name: str, now: float) -> bool:
-        seen = self._seen.get(name)
-        return seen is None or now - seen > self.timeouts[name]
 
     def reading(self, name: str, now: float | None = None) -> SignalReading:
         now = self.clock() if now is None else now
         timeout = self.timeouts[name]
-        seen = self._seen.get(name)
+        seen = self._seen.get(self._key[name])
         if seen is None:
             return SignalReading(None, None, False, timeout)
         age = max(0.0, now - seen)
@@ -182,13 +194,14 @@ class SignalModel:
         """Seconds until every signal never received has been listened for one full timeout (0: none
         left). Until then its absence is no evidence; afterwards it is unknown like a stale one."""
         now = self.clock() if now is None else now
-        waits = [self.since + self.timeouts[s.name] - now for s in self.specs if s.name not in self._seen]
+        waits = [self.since + entry.timeout - now for key, entry in self._by_id.items() if key not in self._seen]
         return max([0.0, *waits])
 
     def next_change(self, now: float | None = None) -> float | None:
         """Seconds until the next fresh signal goes stale (None: none will)."""
         now = self.clock() if now is None else now
-        waits = [r.timeout - (r.age or 0.0) for r in self.readings(now).values() if r.known]
+        waits = [left for key, seen in self._seen.items()
+                 if (left := self._by_id[key].timeout - max(0.0, now - seen)) >= 0.0]
         return max(0.0, min(waits)) if waits else None
 
 

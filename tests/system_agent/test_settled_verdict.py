@@ -27,7 +27,7 @@ from update_agent.version_frame import load_dbc
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DBC_PATH = CONFIGS / "bench-vehicle.dbc"
 DBC = load_dbc(DBC_PATH)
-PARKED = {"VEHICLE_DYNAMICS": {"VehicleSpeed": 0, "Gear": "P"},
+PARKED: dict[str, dict[str, Any]] = {"VEHICLE_DYNAMICS": {"VehicleSpeed": 0, "Gear": "P"},
           "BATTERY_STATUS": {"BatteryVoltage": 12.8, "StateOfCharge": 80, "Charging": 0},
           "POWER_MODE": {"Ignition": "on"},
           "DOOR_STATUS": {"DoorDriver": 0, "DoorPassenger": 0, "DoorRearLeft": 0, "DoorRearRight": 0, "Tailgate": 0}}
@@ -54,10 +54,10 @@ async def verdict_with(tmp_path: Path, stale_after: float, arriving: list[can.Me
     come in. Returns whether it was still waiting then, and its answer."""
     d = daemon(tmp_path)
     loop = asyncio.get_running_loop()
-    source = CanStateSource(VehicleConfig("test", {}, {}), DBC_PATH, DEFAULT_SIGNALS, stale_factor=5.0,
+    source = CanStateSource(VehicleConfig("test", {}, {}), DBC_PATH, DBC, DEFAULT_SIGNALS, stale_factor=5.0,
                             stale_after=stale_after, on_frame=lambda: _set_from_thread(loop, d._state_wake))
     source.start()  # no buses: frames arrive below
-    d.source = source
+    d.source = d.can = source
     watch = asyncio.create_task(d._watch())
     try:
         check = asyncio.create_task(d.settled_verdict("install"))
@@ -79,7 +79,7 @@ def test_a_verdict_asked_before_the_first_frames_waits_for_them_and_passes(tmp_p
 
 
 def test_a_verdict_that_fails_on_a_known_value_waits_only_for_the_signals_not_heard(tmp_path: Path) -> None:
-    driving = {**PARKED, "VEHICLE_DYNAMICS": {"VehicleSpeed": 30, "Gear": "D"}}
+    driving: dict[str, dict[str, Any]] = {**PARKED, "VEHICLE_DYNAMICS": {"VehicleSpeed": 30, "Gear": "D"}}
     waiting, _, verdict = asyncio.run(verdict_with(tmp_path, 30.0, frames(driving)))
     assert waiting and not verdict.ok  # everything heard once: the answer comes without the full wait
     assert {(f.rule, f.value) for f in verdict.failed} == {("parked", 30), ("gear", "D")}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import can
 import pytest
@@ -111,6 +111,58 @@ def test_a_signal_not_heard_yet_is_no_evidence_until_one_full_timeout_after_list
     silent.listen()
     clock.now += 1.01
     assert silent.settling() == 0.0 and silent.values() == {}  # a full timeout of silence: unknown, no more waiting
+
+
+def test_the_next_change_is_when_the_first_fresh_message_goes_stale() -> None:
+    clock = Clock()
+    model = SignalModel(DBC, clock=clock)  # 100 ms cycles x 5: 0.5 s; the doors' 200 ms x 5: 1.0 s
+    assert model.next_change() is None  # nothing known: nothing can go stale
+    doors = encode("DOOR_STATUS", DoorDriver=0, DoorPassenger=0, DoorRearLeft=0, DoorRearRight=0, Tailgate=0)
+    model.feed(*doors)
+    clock.now += 0.3
+    model.feed(*encode("POWER_MODE", Ignition="on"))
+    assert model.next_change() == pytest.approx(0.5)  # POWER_MODE first; the doors have 0.7 s left
+    clock.now += 0.6  # POWER_MODE stale: the doors are next
+    assert model.next_change() == pytest.approx(0.1)
+    assert set(model.values()) == {"door_driver_open", "door_passenger_open", "door_rear_left_open",
+                                   "door_rear_right_open", "tailgate_open"}
+    clock.now += 0.2
+    assert model.next_change() is None and model.values() == {}
+    assert model.feed(*doors)  # the same bytes after a silence: known again, a change
+    assert model.next_change() == pytest.approx(1.0)
+
+
+class CountedDecodes:
+    """The bench DBC as the model sees it, with the decodes of one message recorded."""
+
+    def __init__(self, name: str) -> None:
+        self.message = DBC.get_message_by_name(name)
+        self.decoded: list[bytes] = []
+
+    def get_message_by_name(self, name: str) -> Any:
+        return self if name == self.message.name else DBC.get_message_by_name(name)
+
+    def __getattr__(self, attr: str) -> Any:  # the message's frame id, signals, cycle time ...
+        return getattr(self.message, attr)
+
+    def decode(self, data: bytes, **options: Any) -> Any:
+        self.decoded.append(bytes(data))
+        return self.message.decode(data, **options)
+
+
+def test_a_repeated_frame_is_not_decoded_again() -> None:
+    clock = Clock()
+    db = CountedDecodes("BATTERY_STATUS")
+    model = SignalModel(cast(Any, db), clock=clock)
+    full = encode("BATTERY_STATUS", BatteryVoltage=12.8, StateOfCharge=80, Charging=0)
+    low = encode("BATTERY_STATUS", BatteryVoltage=11.5, StateOfCharge=80, Charging=0)
+    woke = []
+    for frame in (full, full, full, low, low, full):
+        clock.now += 0.1
+        woke.append(model.feed(*frame))
+    assert db.decoded == [full[1], low[1], full[1]]  # only the frames whose bytes changed
+    assert woke == [True, False, False, True, False, True]
+    assert model.values()["battery_voltage"] == 12.8 and model.reading("battery_voltage").age == 0.0
 
 
 def test_stale_timeout_from_the_cycle_time_or_configured() -> None:
