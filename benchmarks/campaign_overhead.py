@@ -1,9 +1,9 @@
 """Campaign overhead: the demo campaign's total time against its pure transfer times, and idle daemons.
 
-Runs the demo's bench (:class:`bench.scenario.Scenario` with the demo's default options) and
-the five daemons (:class:`agent.runtime.supervisor.Supervisor`), then the first campaign(s)
-along the route (``agent.update {yes: true}``), as ``otactl demo`` does, and measures in the
-same run:
+Runs the demo's bench (:class:`bench.scenario.Scenario` with the demo's default options, its
+64 KiB images among them) and the five daemons (:class:`agent.runtime.supervisor.Supervisor`),
+then the demo's campaigns along the route (``agent.update {yes: true}``: BV OS D 1.0.0 -> 1.1.0
+-> 1.2.0), as ``otactl demo`` does, and measures in the same run:
 
 total
     from the ``agent.update`` call to the terminal ``agent.campaign.state`` event (``done``),
@@ -41,10 +41,11 @@ with ``MALLOC_ARENA_MAX=2`` as the systemd units set it (the supervisor's enviro
 Prints figures and exits 0; never fails on time (exit 1 only if a campaign does not succeed,
 as then there is nothing to measure). Last line: ``campaign_overhead_ratio=<x.xx>``: total
 time over critical-path transfer time, summed over the campaigns run. The bench's images are
-the demo's (16 KiB) unless ``--image-size`` says otherwise; the ratio falls as images grow,
-since most of the overhead is a fixed cost per campaign. ``--also-image-size BYTES`` first runs
-the same campaign(s) on a second bench with images of that size and prints that ratio too (the
-ratio's definition is the same; the last line stays the ``--image-size`` bench's).
+the demo's (``otactl demo --image-size``, 64 KiB) unless ``--image-size`` says otherwise; the
+ratio falls as images grow, since most of the overhead is a fixed cost per campaign.
+``--also-image-size BYTES`` first runs the same campaign(s) on a second bench with images of
+that size and prints that ratio too (the ratio's definition is the same; the last line stays
+the ``--image-size`` bench's).
 
     python benchmarks/campaign_overhead.py [--idle-seconds 60] [--campaigns 1|2] [--keep]
                                            [--image-size BYTES] [--also-image-size BYTES]
@@ -64,6 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.cli.demo_campaign import DEMO_IMAGE_SIZE
 from agent.config.node import load_yaml
 from agent.config.vehicle import load_vehicle_config
 from agent.errors import OtaTimeoutError
@@ -414,10 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--idle-seconds", type=float, default=60.0,
                     help="each idle window for RSS and CPU, before and after the campaign (default 60)")
-    ap.add_argument("--campaigns", type=int, choices=(1, 2), default=1, help="campaigns along the route (default 1)")
+    ap.add_argument("--campaigns", type=int, choices=(1, 2), default=2,
+                    help="campaigns along the route (default 2: the demo's whole route)")
     ap.add_argument("--keep", action="store_true", help="keep the bench directory (logs, journal)")
-    ap.add_argument("--image-size", type=int, default=ScenarioOptions.image_size,
-                    help=f"bytes of every application image (default the demo's, {ScenarioOptions.image_size})")
+    ap.add_argument("--image-size", type=int, default=DEMO_IMAGE_SIZE,
+                    help=f"bytes of every application image (default the demo's, {DEMO_IMAGE_SIZE})")
     ap.add_argument("--also-image-size", type=int, default=None, metavar="BYTES",
                     help="first run the same campaign(s) on a second bench with images of BYTES (a realistic "
                          "size) and print its ratio; the last line stays the --image-size bench's")

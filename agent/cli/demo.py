@@ -28,7 +28,7 @@ from rich.console import Console
 
 from agent.cli._console import console
 from agent.cli._library_logs import quiet_uds_libraries
-from agent.cli.demo_campaign import add_arguments, run_full
+from agent.cli.demo_campaign import DEMO_IMAGE_SIZE, add_arguments, run_full
 from agent.cli.flash import ProgressBar, print_summary
 from agent.cli.versions import print_versions
 from agent.config.locate import vehicle_config_path
@@ -52,8 +52,8 @@ def register(subparsers: Any) -> None:
                    help="the small demo: simulated ECUs, versions, two direct flashes (no daemons, no backend)")
     p.add_argument("--config", metavar="FILE",
                    help="--flash-only: vehicle config (default: $OTA_VEHICLE_CONFIG, else the packaged bench vehicle)")
-    p.add_argument("--image-size", type=int, default=64 * 1024, metavar="BYTES",
-                   help="size of the application images (default: 65536)")
+    p.add_argument("--image-size", type=int, default=DEMO_IMAGE_SIZE, metavar="BYTES",
+                   help=f"size of the application images (default: {DEMO_IMAGE_SIZE})")
     add_arguments(p)
     p.set_defaults(func=run)
 

@@ -40,6 +40,8 @@ from bench.scenario import ECU_VERSIONS, STACK_TEMPLATE, V1, VEHICLE_TEMPLATE, S
 
 CAMPAIGN_TIMEOUT = 300.0
 MAX_CAMPAIGNS = 5
+#: the demo's application images (``--image-size``): what ``benchmarks/campaign_overhead.py`` measures too
+DEMO_IMAGE_SIZE = 64 * 1024
 OUTCOME_STYLE = {"installed": "green", "rolled_back": "yellow", "untouched": "dim", "flash_failed": "red",
                  "rollback_failed": "bold red"}
 
