@@ -8,16 +8,22 @@ Layout under the cache root (one filesystem, so every move is a rename):
 
 Only :meth:`PackageCache.admit` puts a file in ``objects/``, and only with the digests the
 caller verified; the file is fsynced, renamed and the directory fsynced before the index
-row is written (:func:`dmclient.durable.publish`). An image already present is never
-replaced. The index and the pins live in the state database: pinned images (rollback
-images, images of an active campaign) are never evicted; unpinned ones go least recently
-used first when an admission would exceed the budget. At start, :meth:`reconcile` drops
-index rows whose file is gone and re-adopts (after re-hashing) or deletes files the index
-does not know (a crash between the rename and the index write).
+row is written (:func:`dmclient.durable.publish`). An image already present is not
+replaced while it is intact: before it is reused (a cache hit, a delta base, a second
+admission) it is re-hashed against the length and digests it was admitted with, and one
+that changed at rest (bit rot, tampering) is dropped, logged naming the file and the
+digest, so the caller fetches it again and the fresh verified file takes its place. The
+index and the pins live in the state database: pinned images (rollback images, images
+of an active campaign) are never evicted; unpinned ones go least recently used first
+when an admission would exceed the budget. Pins are kept apart from the entries: a
+dropped pinned image is pinned again as soon as its verified copy is admitted. At start,
+:meth:`reconcile` drops index rows whose file is gone and re-adopts (after re-hashing) or
+deletes files the index does not know (a crash between the rename and the index write).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import shutil
@@ -52,8 +58,13 @@ class PackageCache:
     def object_path(self, sha256: str) -> Path:
         return self.objects / sha256
 
-    def lookup(self, hashes: Hashes, *, touch: bool = True) -> Path | None:
-        """The cached image with these digests (and its recorded length), or None."""
+    def lookup(self, hashes: Hashes, *, touch: bool = True, verify: bool = False) -> Path | None:
+        """The cached image with these digests (and its recorded length), or None.
+
+        ``verify`` (before the bytes are used): the file is re-hashed first, and one whose length or
+        digests are no longer those it was admitted with is dropped (None: fetch it again). Without
+        it the index answers; the bytes are hashed only for a SHA-512 the entry was not admitted with.
+        """
         with self._lock:
             entry = self.db.cache_entry(hashes.sha256)
             if entry is None:
@@ -66,19 +77,38 @@ class PackageCache:
                 log.warning("cache entry %s lost its file; dropping the entry", entry.sha256)
                 self.db.remove_cache_entry(entry.sha256)
                 return None
-            if hashes.sha512 and not entry.sha512:
-                # admitted on SHA-256 alone: check the SHA-512 now asked for on the bytes themselves
-                found = hash_file(path, sha512=True).result()
-                if found.sha256 != entry.sha256:
-                    log.warning("cached image %s no longer hashes to its name; dropping it", entry.sha256)
-                    self._drop(entry.sha256)
+            # admitted on SHA-256 alone: the SHA-512 now asked for is checked on the bytes themselves
+            learn_sha512 = None if entry.sha512 else hashes.sha512
+            if verify or learn_sha512:
+                found = self._intact(entry, path, sha512=bool(entry.sha512 or hashes.sha512))
+                if found is None:
                     return None
-                if found.sha512 != hashes.sha512:
-                    return None
-                self.db.set_cache_sha512(entry.sha256, hashes.sha512)
+                if learn_sha512:
+                    if found.sha512 != learn_sha512:
+                        return None
+                    self.db.set_cache_sha512(entry.sha256, learn_sha512)
             if touch:
                 self.db.touch_cache_entry(entry.sha256)
             return path
+
+    def _intact(self, entry: CacheRecord, path: Path, *, sha512: bool) -> Hashes | None:
+        """The file's digests when it still has the length and digests it was admitted with, else
+        None after dropping it (logged naming the file and what no longer matches)."""
+        size = path.stat().st_size
+        if size != entry.size:
+            why = f"is {size} bytes, admitted with {entry.size}"
+            found = None
+        else:
+            found = hash_file(path, sha512=sha512).result()
+            if not hmac.compare_digest(found.sha256, entry.sha256):
+                why = f"no longer matches its SHA-256 (now hashes to {found.sha256})"
+            elif entry.sha512 and not hmac.compare_digest(found.sha512 or "", entry.sha512):
+                why = f"no longer matches the SHA-512 it was admitted with (now {(found.sha512 or '')[:32]}...)"
+            else:
+                return found
+        log.warning("cached image %s %s: changed at rest; dropping it (to be fetched again)", path, why)
+        self._drop(entry.sha256)
+        return None
 
     def entries(self) -> list[CacheRecord]:
         return self.db.cache_entries()
@@ -94,13 +124,15 @@ class PackageCache:
         """Move a verified file into the cache under its SHA-256; the cached path.
 
         ``verified`` must be the digests the caller computed *and* checked against the
-        order (SHA-512 when the order gave it). An existing entry wins: ``src`` is then removed, nothing is replaced.
+        order (SHA-512 when the order gave it). An existing entry wins if it is intact (re-hashed
+        against its length and the digests it was admitted with): ``src`` is then removed; one that
+        changed at rest is dropped and ``src`` takes its place (its pins still apply).
         ``keep``: SHA-256s not to evict now (images in use, e.g. a delta base).
         """
         if src.stat().st_size != size:
             raise VerificationError(f"{src}: is {src.stat().st_size} bytes, verified length was {size}")
         with self._lock:
-            existing = self.lookup(verified)
+            existing = self.lookup(verified, verify=True)
             if existing is not None:
                 src.unlink(missing_ok=True)
                 return existing

@@ -2,7 +2,8 @@
 
 The decision, in order:
 
-1. the image is already cached (same SHA-256, and SHA-512 when given): done, nothing fetched;
+1. the image is already cached (same SHA-256, and SHA-512 when given) and its bytes still hash to
+   that: done, nothing fetched (a copy changed at rest is dropped and the image fetched again);
 2. a delta is offered and its base image is in the cache: fetch the patch (resumable,
    verified), rebuild with :func:`dmclient.delta.apply_delta`, admit the verified result;
    a missing or wrong base, an oversized delta, a tampered patch or a result that does not
@@ -85,7 +86,7 @@ class TargetJob:
 
     def run(self) -> JobResult:
         spec = self.spec
-        cached = self.cache.lookup(spec.hashes)
+        cached = self.cache.lookup(spec.hashes, verify=True)  # a copy changed at rest is dropped and fetched
         if cached is not None:
             self.on_progress(spec.length, spec.length)
             return JobResult(cached, "cache", notes=["already in the cache"])
@@ -123,7 +124,7 @@ class TargetJob:
     def _try_delta(self) -> Path | None:
         spec = self.spec
         assert spec.delta is not None
-        base = self.cache.lookup(spec.delta.base)
+        base = self.cache.lookup(spec.delta.base, verify=True)  # often the pinned rollback image: drop it if bad
         if base is None:
             self._fall_back(f"delta base {spec.delta.base.sha256[:16]}... is not in the cache")
             return None

@@ -203,3 +203,12 @@ def client(tmp_path: Path, tls: TlsFiles) -> Iterator[Client]:
     yield Client(db, cache, fetcher, [])
     fetcher.session.close()
     db.close()
+
+
+def rot(path: Path, *, at: int = 0, truncate: bool = False) -> None:
+    """Change a cached (read-only) file at rest, as bit rot or tampering on the flash would: flip
+    the bits of the byte at ``at`` (same length), or cut the file there."""
+    path.chmod(0o644)
+    data = path.read_bytes()
+    path.write_bytes(data[:at] if truncate else data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:])
+    path.chmod(0o444)

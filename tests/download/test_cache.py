@@ -11,7 +11,7 @@ from dmclient.digests import Hashes
 from dmclient.errors import StorageFullError
 from dmclient.state import StateDb
 
-from .conftest import digests, payload
+from .conftest import digests, payload, rot
 
 
 @pytest.fixture
@@ -50,6 +50,43 @@ def test_existing_entry_is_never_replaced(cache: PackageCache) -> None:
     p, _ = stage(cache, data)
     cache.admit(p, h, 100)
     assert (cache.objects / h.sha256).stat().st_ino == before and not p.exists()
+
+
+def test_a_cached_image_changed_at_rest_gives_way_to_the_fresh_verified_file(
+        cache: PackageCache, caplog: pytest.LogCaptureFixture) -> None:
+    data = payload(100, 20)
+    h = put(cache, data)
+    cache.pin(h.sha256, "previous:engine")  # e.g. the rollback image: pinned, and the most exposed
+    cached = cache.objects / h.sha256
+    rot(cached, at=50)
+    fresh, _ = stage(cache, data)  # the same image, downloaded and verified again
+    assert cache.admit(fresh, h, 100) == cached
+    assert cached.read_bytes() == data and not fresh.exists()
+    assert cached.stat().st_mode & 0o222 == 0
+    assert [(e.sha256, e.pins) for e in cache.entries()] == [(h.sha256, ("previous:engine",))]  # still pinned
+    assert f"cached image {cached} no longer matches its SHA-256" in caplog.text
+
+
+def test_a_truncated_cached_image_gives_way_too(cache: PackageCache, caplog: pytest.LogCaptureFixture) -> None:
+    data = payload(100, 21)
+    h = put(cache, data)
+    rot(cache.objects / h.sha256, at=60, truncate=True)
+    fresh, _ = stage(cache, data)
+    assert cache.admit(fresh, h, 100).read_bytes() == data
+    assert "is 60 bytes, admitted with 100" in caplog.text
+
+
+def test_a_verified_lookup_drops_a_changed_image_and_keeps_its_pins(cache: PackageCache) -> None:
+    data = payload(100, 22)
+    h = put(cache, data)
+    cache.pin(h.sha256, "campaign:7")
+    rot(cache.objects / h.sha256, at=0)
+    assert cache.lookup(h) is not None  # the index alone does not read the bytes
+    assert cache.lookup(h, verify=True) is None
+    assert cache.entries() == [] and not (cache.objects / h.sha256).exists()
+    put(cache, data)  # fetched again: pinned again
+    assert [e.pins for e in cache.entries()] == [("campaign:7",)]
+    assert cache.lookup(h, verify=True) == cache.objects / h.sha256
 
 
 def test_lookup_refuses_a_different_sha512(cache: PackageCache) -> None:

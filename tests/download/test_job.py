@@ -16,7 +16,7 @@ from dmclient.encryption import EncryptionSpec, encrypt_file, wrap_content_key
 from dmclient.job import JobResult, JobSettings, TargetJob
 from dmclient.order import TargetSpec
 
-from .conftest import Backend, Client, digests, payload
+from .conftest import Backend, Client, digests, payload, rot
 
 VEHICLE = ec.generate_private_key(ec.SECP256R1())
 
@@ -56,6 +56,17 @@ def test_cached_image_is_not_fetched_again(backend: Backend, client: Client) -> 
     assert backend.stats(f.name)["requests"] == []
 
 
+def test_a_cached_image_changed_at_rest_is_fetched_again(backend: Backend, client: Client) -> None:
+    f = backend.put("job-rotten.bin", payload(50_000, 59))
+    seed_cache(client.cache, f.data)
+    cached = client.cache.objects / f.hashes.sha256
+    rot(cached, at=25_000)
+    r = run(client, f.target())
+    assert r.source == "full" and r.path == cached and cached.read_bytes() == f.data
+    assert r.fetched == f.length and backend.stats(f.name)["requests"] != []
+    nothing_unverified(client)
+
+
 def test_tampered_content_never_reaches_the_cache(backend: Backend, client: Client) -> None:
     f = backend.put("job-tampered.bin", payload(200_000, 53))
     backend.faults({"path": f.name, "corrupt_at": 150_000})
@@ -81,6 +92,18 @@ def test_delta_with_the_right_base(backend: Backend, client: Client) -> None:
     r = run(client, target)
     assert r.source == "delta" and r.path.read_bytes() == new
     assert backend.stats("job-delta-ok-full.bin")["requests"] == []  # the full image was not needed
+    nothing_unverified(client)
+
+
+def test_a_delta_base_changed_at_rest_is_dropped_and_the_full_image_fetched(backend: Backend,
+                                                                           client: Client) -> None:
+    base, new, target = delta_setup(backend, "job-delta-rotbase", 60)
+    seed_cache(client.cache, base)
+    rot(client.cache.objects / digests(base).sha256, at=100_000)
+    r = run(client, target)
+    assert r.source == "full" and r.path.read_bytes() == new
+    assert any("not in the cache" in n for n in r.notes)
+    assert [e.sha256 for e in client.cache.entries()] == [digests(new).sha256]  # the bad base is gone
     nothing_unverified(client)
 
 
