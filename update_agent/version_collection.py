@@ -4,7 +4,9 @@ Passive listening starts first and runs while the UDS reads go on, so the
 whole collection takes as long as the slower of the two, not their sum.
 Per ECU the reading to match on is the newest *answered* one of this run
 (so an ECU heard on its version frame but deaf to UDS is still seen, and the
-other way round); if no source heard it, its newest not-answering reading.
+other way round); if no source heard it, its newest not-answering reading. What that
+reading lacks of the part and serial numbers (a version frame carries neither) comes from
+the other answered readings of the run; the versions matched on stay the chosen reading's.
 Every reading of the run goes to the :class:`~update_agent.version_store.VersionStore`.
 
 The DBC is parsed once per file version (not at every collection), and the listening links
@@ -31,7 +33,7 @@ from update_agent.passive_versions import SOURCE as FRAME_SOURCE
 from update_agent.passive_versions import PassiveVersionCollector, VersionFrameDecoder
 from update_agent.uds.transport import SHORT_NOTIFIER_TIMEOUT, CanLink
 from update_agent.version_frame import load_dbc, version_messages
-from update_agent.version_reading import VersionReading, freshest
+from update_agent.version_reading import VersionReading, freshest, with_identity_from
 from update_agent.version_store import VersionStore
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,8 @@ def collect(vehicle: VehicleConfig, *, ecus: Iterable[str] | None = None, uds: b
         candidates = [src[name] for src in by_source.values() if name in src]
         best = freshest(candidates)
         if best is not None:
-            merged[name] = best
             notes += _disagreements(best, candidates)
+            merged[name] = with_identity_from(best, candidates)  # e.g. a frame reading: the UDS part number
     if store is not None:
         store.record(r for src in by_source.values() for r in src.values())
     return Collection(readings=merged, by_source=by_source, notes=notes)

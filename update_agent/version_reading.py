@@ -10,7 +10,8 @@ reported instead of being mistaken for "missing" or failing the whole read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Literal
 
 Source = Literal["uds", "can-frame", "someip"]
@@ -42,3 +43,20 @@ def freshest(readings: list[VersionReading]) -> VersionReading | None:
     answered = [r for r in readings if r.answered]
     pool = answered or readings
     return max(pool, key=lambda r: r.read_at) if pool else None
+
+
+def with_identity_from(used: VersionReading, others: Iterable[VersionReading]) -> VersionReading:
+    """``used`` with the part and serial numbers it lacks taken from the newest answered reading of
+    ``others`` that has them (a version frame gives only hardware and software versions; the UDS read
+    of the same run gives the part number too).
+
+    Only these two, never matched on: the hardware and software versions stay ``used``'s own.
+    """
+    if not used.answered:
+        return used
+    donors = sorted((r for r in others if r.answered and r is not used), key=lambda r: r.read_at, reverse=True)
+    part = used.part_number or next((r.part_number for r in donors if r.part_number), None)
+    serial = used.serial_number or next((r.serial_number for r in donors if r.serial_number), None)
+    if (part, serial) == (used.part_number, used.serial_number):
+        return used
+    return replace(used, part_number=part, serial_number=serial)

@@ -16,7 +16,7 @@ from agent.errors import ConfigurationError
 from bench.canbus.hub import HubThread
 from bench.version_broadcast import VersionBroadcaster, load_dbc
 from update_agent.version_collection import _load_dbc, collect
-from update_agent.version_reading import VersionReading
+from update_agent.version_reading import VersionReading, with_identity_from
 from update_agent.version_store import VersionStore
 
 
@@ -83,6 +83,51 @@ def test_each_ecu_is_judged_by_its_newest_answered_reading(vehicle: VehicleConfi
     # both sources of every ECU are in the store, the silent ones too
     assert {r.source for r in stored["body"]} == {"uds", "can-frame"}
     assert [r.answered for r in stored["brake"] if r.source == "can-frame"] == [False]
+
+
+def test_a_newer_frame_reading_still_shows_the_uds_part_number(vehicle: VehicleConfig, hub: HubThread) -> None:
+    db = load_dbc(CONFIGS / "bench-vehicle.dbc")
+    powertrain = can.Bus(interface="benchhub", channel="powertrain")
+    body_bus = can.Bus(interface="benchhub", channel="body")
+    casters = [VersionBroadcaster(powertrain, db, "BRAKE_VERSION", lambda: ("H2.1", "3.5.0"), period=0.02),
+               VersionBroadcaster(body_bus, db, "BODY_VERSION", lambda: ("H1.2", "2.0.0"), period=0.02)]
+    uds_answers = {"brake": VersionReading("brake", "uds", 1.0, True, "H2.1", "3.4.0", "BRK-0815", "BRK0000001"),
+                   "body": VersionReading("body", "uds", 1.0, True, "H1.2", "2.0.0", "BCM-2201", None)}
+
+    def uds(vehicle: VehicleConfig, names: list[str], *, timeout: float | None,
+            clock: Any) -> dict[str, VersionReading]:
+        return {n: uds_answers[n] for n in names}  # read at 1.0: older than any frame (the clock is at 1000+)
+
+    try:
+        for c in casters:
+            c.start()
+        got = collect(vehicle, ecus=["brake", "body"], listen=5.0, clock=Clock(), active=uds)
+    finally:
+        for c in casters:
+            c.stop()
+        powertrain.shutdown()
+        body_bus.shutdown()
+    brake, body = got.readings["brake"], got.readings["body"]
+    # the frame reading is still the one used: its versions, its source, its time
+    assert (brake.source, brake.hardware_version, brake.software_version) == ("can-frame", "H2.1", "3.5.0")
+    assert brake.read_at == got.by_source["can-frame"]["brake"].read_at
+    # what the frame does not carry comes from the UDS reading of the same run
+    assert (brake.part_number, brake.serial_number) == ("BRK-0815", "BRK0000001")
+    assert (body.source, body.part_number, body.serial_number) == ("can-frame", "BCM-2201", None)
+    # the disagreement is still told against the newer reading; the frame readings themselves are untouched
+    assert got.notes == ["brake: can-frame says software version 3.5.0, uds says 3.4.0; using the newer (can-frame)"]
+    assert got.by_source["can-frame"]["brake"].part_number is None
+
+
+def test_identity_is_filled_only_from_answered_readings_and_never_the_versions() -> None:
+    frame = VersionReading("brake", "can-frame", 30.0, True, "H2.1", None)
+    silent = VersionReading.not_answering("brake", "uds", 40.0, "no response")
+    older = VersionReading("brake", "uds", 10.0, True, "H9", "9.9.9", "OLD-1", "S-OLD")
+    newer = VersionReading("brake", "uds", 20.0, True, "H2.1", "3.4.0", "BRK-0815", None)
+    filled = with_identity_from(frame, [frame, silent, older, newer])
+    assert (filled.part_number, filled.serial_number) == ("BRK-0815", "S-OLD")  # newest that has each
+    assert (filled.hardware_version, filled.software_version, filled.source) == ("H2.1", None, "can-frame")
+    assert with_identity_from(frame, [frame, silent]) is frame
 
 
 def test_unknown_ecu_name_is_a_configuration_error(vehicle: VehicleConfig) -> None:
