@@ -374,16 +374,22 @@ class UpdateAgentDaemon(Daemon):
         return {"ecus": {name: _reading(r) for name, r in readings.items()}, "notes": collection.notes}
 
     def _prefetch_jobs(self) -> None:
-        """Import the flash and rollback modules (bincopy, the UDS sequencer) in the background the first
-        time the ECUs are asked about: a campaign's check comes before its first job, which then does not
-        wait for them, and a daemon that has not been asked anything yet does not carry them (idle RSS)."""
+        """Import the flash and rollback modules (bincopy, the UDS sequencer) and parse the ECUs' flash
+        scripts in the background the first time the ECUs are asked about: a campaign's check comes before
+        its first job, which then does not wait for them, and a daemon that has not been asked anything yet
+        does not carry them (idle RSS)."""
         if self._jobs_prefetched:
             return
         self._jobs_prefetched = True
+        vehicle = self.vehicle
 
         async def prefetch() -> None:
             try:
                 await asyncio.to_thread(importlib.import_module, "update_agent.job_work")
+                if vehicle is not None:
+                    from update_agent.flashing import parse_flash_scripts
+
+                    await asyncio.to_thread(parse_flash_scripts, vehicle)
             except Exception:  # the first job imports it again and reports the error as its own
                 log.exception("update_agent: importing the job modules failed")
 

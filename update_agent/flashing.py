@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent.config.vehicle import VehicleConfig
 from agent.errors import OtaError
-from update_agent.flashscript import load_flash_script
+from update_agent.flashscript import cached_flash_script
 from update_agent.images import FlashImage
 from update_agent.result import FlashResult
 from update_agent.sequencer import FlashSequencer, ProgressCallback
@@ -35,8 +35,18 @@ def prepare(vehicle: VehicleConfig, ecu_name: str, image: FlashImage, *,
             progress: ProgressCallback | None = None) -> FlashSequencer:
     """The sequencer for ``ecu_name`` and ``image``, checked against the config before any bus I/O."""
     ecu = vehicle.ecu(ecu_name)
-    script = load_flash_script(ecu.flash_script, Path(vehicle.source).parent)
+    script = cached_flash_script(ecu.flash_script, Path(vehicle.source).parent)
     return FlashSequencer(ecu=ecu, script=script, image=image, progress=progress)
+
+
+def parse_flash_scripts(vehicle: VehicleConfig) -> None:
+    """Parse every ECU's flash script ahead of its first job (:func:`cached_flash_script`), best effort:
+    a script that cannot be read is only logged here; the flash job that needs it fails naming it."""
+    for ecu in vehicle.ecus.values():
+        try:
+            cached_flash_script(ecu.flash_script, Path(vehicle.source).parent)
+        except OtaError as e:
+            log.warning("%s: flash script %s not readable: %s", ecu.name, ecu.flash_script, e)
 
 
 def flash_ecu(vehicle: VehicleConfig, ecu_name: str, image: FlashImage, *,

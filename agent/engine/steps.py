@@ -80,6 +80,12 @@ class PeerEvents:
                         del self._watchers[key]
 
 
+async def _cancelled(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait for its end, whatever it ends with (its result is not wanted)."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def _woken(event: asyncio.Event, timeout: float) -> None:
     """Until ``event`` is set or ``timeout`` s pass (the status poll's backstop); then clear it."""
     with contextlib.suppress(TimeoutError):
@@ -290,13 +296,21 @@ class Steps:
         parts: list[Awaitable[StepOutcome]] = [self.linux_download(e, jobs[e["ecu"]], assignment) for e in linux]
         if ecus:
             parts.insert(0, self.gateway_download(ecus))
+        # what each ECU runs now (the rollback image) is located and pinned while the new images download: it
+        # does not depend on them, so this costs the step no time of its own; a failed download's pins go
+        # with the campaign's other pins at its report
+        previous_task = asyncio.ensure_future(
+            self.previous_images([e["ecu"] for e in assignment["ecus"]], independent={e["ecu"] for e in linux}))
         try:
             outcomes = await asyncio.gather(*parts)
-        except asyncio.CancelledError:  # a cancel (or the engine stopping): the Linux ECUs stop downloading too
-            await asyncio.shield(self.cancel_linux_downloads([e["ecu"] for e in linux]))
+        except BaseException as exc:
+            await _cancelled(previous_task)
+            if isinstance(exc, asyncio.CancelledError):  # a cancel (or the engine stopping): the Linux ECUs stop too
+                await asyncio.shield(self.cancel_linux_downloads([e["ecu"] for e in linux]))
             raise
         bad = [o.error for o in outcomes if o.state != "done"]
         if bad:
+            await _cancelled(previous_task)
             if any(o.state == "interrupted" for o in outcomes):
                 return StepOutcome("interrupted", {}, "; ".join(str(b) for b in bad))
             return failed("; ".join(str(b) for b in bad))
@@ -304,8 +318,7 @@ class Steps:
         for o in outcomes:
             images.update(o.result["images"])
         images = {e["ecu"]: images[e["ecu"]] for e in assignment["ecus"]}  # assignment order
-        previous = await self.previous_images(list(images), independent={e["ecu"] for e in linux})
-        return done({"images": images, "previous": previous})
+        return done({"images": images, "previous": await previous_task})
 
     async def gateway_download(self, ecus: list[Mapping[str, Any]]) -> StepOutcome:
         """The CAN ECUs' images through the gateway's dmclient (resumable, verified, into its cache)."""

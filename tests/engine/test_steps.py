@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.engine.campaign import Action
 from agent.engine.steps import PeerEvents, Steps, image_format, order_target
 from agent.errors import OtaTimeoutError, TransportError, VehicleStateError
@@ -202,8 +204,9 @@ def test_a_job_wait_ends_on_the_update_agents_job_done_event_not_on_a_poll() -> 
     assert [m for m in peers.methods() if m == "update_agent.job.status"] == ["update_agent.job.status"] * 2
 
 
-def test_a_download_wait_ends_on_dmclients_state_event_not_on_a_poll() -> None:
-    peers, events = EventfulPeers(), PeerEvents()
+def _download_ending(peers: EventfulPeers, end: str) -> Any:
+    """The download step of one engine image, dmclient's target ending ``end`` once the step has looked."""
+    events = PeerEvents()
     step = Steps("c1", peers.call, lambda *a: None, baseline=Path("/b.xml"), ota_mode_lease=30,
                  poll_interval=NEVER, job_timeout=60, peer_events=events)
     check = {"assignment": {"ecus": [{"ecu": "engine", "target": "engine/e.hex", "length": 10,
@@ -212,12 +215,17 @@ def test_a_download_wait_ends_on_dmclients_state_event_not_on_a_poll() -> None:
 
     async def scenario() -> Any:
         finisher = asyncio.create_task(_finish_when_looked_at(
-            peers, events, "t1", lambda: setattr(peers, "download_state", "done")))
+            peers, events, "t1", lambda: setattr(peers, "download_state", end)))
         outcome = await asyncio.wait_for(step.run(Action("download"), {"check": check}), WAKE_TIMEOUT)
         await finisher
         return outcome
 
-    outcome = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_a_download_wait_ends_on_dmclients_state_event_not_on_a_poll() -> None:
+    peers = EventfulPeers()
+    outcome = _download_ending(peers, "done")
     assert outcome.state == "done", outcome
     assert outcome.result["images"]["engine"]["path"] == "/cache/e.hex"
     assert [m for m in peers.methods() if m == "dmclient.download.status"] == ["dmclient.download.status"] * 2
@@ -251,3 +259,35 @@ def test_otactl_rollback_of_a_campaign_with_a_linux_ecu_is_refused_naming_why() 
     assert outcome.state == "failed"
     assert "installed ivi by independent download" in str(outcome.error)
     assert "otactl rollback cannot roll a Linux ECU back" in str(outcome.error)
+
+
+class PinningPeers(EventfulPeers):
+    """The engine ECU runs an image dmclient has in its cache: the rollback image the download step pins."""
+
+    async def call(self, daemon: str, method: str, params: Mapping[str, Any]) -> Any:
+        if method == "dmclient.installed.list":
+            self.calls.append((method, dict(params)))
+            return {"ecus": {"engine": {"name": "engine/engine-1.0.0.hex", "length": 9, "release_counter": 1,
+                                        "hashes": {"sha256": "cd" * 32}}}}
+        if method == "dmclient.cache.list":
+            self.calls.append((method, dict(params)))
+            return {"entries": [{"sha256": "cd" * 32, "path": "/cache/old.hex"}]}
+        if method == "dmclient.cache.pin":
+            self.calls.append((method, dict(params)))
+            return {}
+        return await super().call(daemon, method, params)
+
+
+@pytest.mark.parametrize("end", ["done", "failed"])
+def test_the_rollback_image_is_pinned_while_the_new_image_downloads(end: str) -> None:
+    peers = PinningPeers()
+    outcome = _download_ending(peers, end)
+    methods = peers.methods()
+    assert ("dmclient.cache.pin", {"sha256": "cd" * 32, "owner": "campaign:c1"}) in peers.calls
+    # pinned before the status call that saw the download end, not after it on the step's own time
+    assert methods.index("dmclient.cache.pin") < len(methods) - 1 - methods[::-1].index("dmclient.download.status")
+    if end == "done":
+        assert outcome.state == "done", outcome
+        assert outcome.result["previous"]["engine"]["path"] == "/cache/old.hex"
+    else:  # the campaign's pins, this one among them, go at its report
+        assert outcome.state == "failed" and "engine:e.hex" in str(outcome.error)

@@ -16,6 +16,7 @@ from update_agent.flashscript import (
     SecurityAccessStep,
     SessionStep,
     WaitForResetStep,
+    cached_flash_script,
     load_flash_script,
     script_path,
 )
@@ -117,3 +118,18 @@ def test_an_unknown_family_or_missing_file_is_refused(tmp_path: Path) -> None:
 def test_a_script_refuses_an_ecu_of_the_other_bank_layout() -> None:
     with pytest.raises(ConfigurationError, match="'ab_bank' is for ab bank ECUs; engine is single"):
         load_flash_script("ab_bank").check_banks("engine", "single")
+
+
+def test_a_cached_script_is_read_again_once_its_file_changes(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL)
+    first = cached_flash_script(str(path))
+    assert cached_flash_script(str(path)) == first and first.family == "t"
+    _write(tmp_path, {"family": "edited", "steps": [{"action": "download"}, {"action": "reset"}]})
+    again = cached_flash_script(str(path))
+    assert again.family == "edited" and [s.name for s in again.steps] == ["download", "reset"]
+    path.write_text("steps: [")  # a file broken after a good read is refused, not served from the cache
+    with pytest.raises(ConfigurationError, match="invalid YAML"):
+        cached_flash_script(str(path))
+    path.unlink()
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        cached_flash_script(str(path))
