@@ -266,8 +266,9 @@ class UpdateAgentDaemon(Daemon):
         if fmt != "bin" and "base_address" in params:
             raise SchemaError(f"{method}: params.base_address: applies to format 'bin' only, not {fmt!r}")
         out = {"image_path": str(path), "format": fmt}
-        if "base_address" in params:
-            out["base_address"] = params["base_address"]
+        for key in ("base_address", "length", "hashes"):  # length, hashes: checked before the image is read
+            if key in params:
+                out[key] = params[key]
         return out
 
     async def _job_flash(self, call: Call) -> dict[str, Any]:
@@ -285,7 +286,7 @@ class UpdateAgentDaemon(Daemon):
             if self.vehicle.ecus[ecu].banks != "ab":
                 raise SchemaError(f"{m}: params.method: {ecu} is a single-bank ECU with no other bank to switch "
                                   "to; use 'reflash' with the previous image")
-            extra = sorted(k for k in ("image_path", "format", "base_address") if k in p)
+            extra = sorted(k for k in ("image_path", "format", "base_address", "length", "hashes") if k in p)
             if extra:
                 raise SchemaError(f"{m}: params.{extra[0]}: not used by switch_bank")
             if "expected_version" in p:

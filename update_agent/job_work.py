@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agent.config.vehicle import VehicleConfig
-from agent.errors import NegativeResponseError, OtaError
+from agent.errors import NegativeResponseError, OtaError, VerificationError
+from dmclient.digests import Hashes, hash_file
 from update_agent.flashing import flash_ecu
 from update_agent.images import load_image
 from update_agent.jobs import FAILED, SUCCEEDED
@@ -53,11 +55,35 @@ def _outcome(result: FlashResult, method: str | None = None, extra: Mapping[str,
     return Outcome(FAILED, data, error_record(result.error, result.failed_step))
 
 
+def check_digests(path: str | Path, request: Mapping[str, Any]) -> None:
+    """The image file against the ``length`` and ``hashes`` of its verified target, when the request has them.
+
+    dmclient verified the file when it downloaded it; the flash may come hours later (consent, a
+    rollback), and the file sits on the board's storage in between. A file changed since (bit rot,
+    tampering) fails the job here, before it is parsed or a byte goes on the bus: a bad checksum
+    would not catch it, as the checkMemory CRC is computed from the very same bytes.
+    """
+    if "length" not in request and "hashes" not in request:
+        return
+    p = Path(path)
+    what = f"image {p} (changed since it was verified?)"
+    try:
+        size = p.stat().st_size
+        if "length" in request and size != request["length"]:
+            raise VerificationError(f"{what}: {size} bytes, its target has {request['length']}")
+        if "hashes" in request:
+            hasher = hash_file(p, sha512="sha512" in request["hashes"])
+            hasher.verify(Hashes.parse(request["hashes"], "hashes"), what)
+    except OSError as e:
+        raise VerificationError(f"image {p}: cannot be read to check its digests: {e}") from e
+
+
 def run_job(vehicle: VehicleConfig, kind: str, ecu: str, request: Mapping[str, Any],
             progress: ProgressCallback | None = None) -> Outcome:
     """Run one flash / rollback job to its end."""
     try:
         if kind == "flash":
+            check_digests(request["image_path"], request)
             image = load_image(request["image_path"], fmt=request.get("format"),
                                base_address=request.get("base_address"))
             return _outcome(flash_ecu(vehicle, ecu, image, progress=progress,
@@ -67,6 +93,7 @@ def run_job(vehicle: VehicleConfig, kind: str, ecu: str, request: Mapping[str, A
             switch = switch_bank(vehicle, ecu, expected_version=request.get("expected_version"), progress=progress)
             return _outcome(switch.result, method, switch.details())
         path = require_image(method, request.get("image_path"))
+        check_digests(path, request)
         image = load_image(path, fmt=request.get("format"), base_address=request.get("base_address"))
         return _outcome(reflash(vehicle, ecu, image, progress=progress), method)
     except OtaError as e:  # refused before the first step: bad image, unknown ECU, bus not opened

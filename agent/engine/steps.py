@@ -133,6 +133,12 @@ def order_target(ecu: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _digests(image: Mapping[str, Any]) -> dict[str, Any]:
+    """The verified target's length and hashes, for the update agent to check the cached file against
+    before it flashes it (the file may have changed on the board's storage since its download)."""
+    return {key: image[key] for key in ("length", "hashes") if image.get(key)}
+
+
 def _err(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
@@ -473,7 +479,7 @@ class Steps:
                 "ecu": ecu, "instance": image["independent"]["instance"], "campaign_id": self.cid,
                 "script": image["independent"]["install_script"], "software_version": image["software_version"]})
         else:
-            params = {"ecu": ecu, "image_path": image["path"], "format": image["format"]}
+            params = {"ecu": ecu, "image_path": image["path"], "format": image["format"], **_digests(image)}
             if image.get("software_version"):  # an A/B ECU already on it is not flashed again
                 params["software_version"] = str(image["software_version"])
             outcome = await self.job(action, "update_agent.job.flash", params)
@@ -498,7 +504,7 @@ class Steps:
         if action.data["method"] == "reflash":
             if not image or not image.get("path"):
                 return failed(f"no previous image to reflash {ecu} with")
-            params.update(image_path=image["path"], format=image["format"])
+            params.update(image_path=image["path"], format=image["format"], **_digests(image))
         outcome = await self.job(action, "update_agent.job.rollback", params)
         if outcome.state == "done" and image:
             await self.record_installed(ecu, image)

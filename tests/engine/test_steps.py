@@ -78,7 +78,9 @@ def test_an_interrupted_job_is_run_again_from_the_start_under_the_new_id() -> No
     assert outcome.state == "done"
     started = [p for m, p in peers.calls if m == "update_agent.job.flash"]
     assert started == [{"job_id": "c1-flash-engine-2", "ecu": "engine", "image_path": "/cache/engine.hex",
-                        "format": "ihex", "software_version": "1.1.0"}]  # an A/B ECU already on it: not reflashed
+                        "format": "ihex", "software_version": "1.1.0",  # an A/B ECU already on it: not reflashed
+                        # the verified target's, checked against the file before it is flashed
+                        "length": IMAGE["length"], "hashes": IMAGE["hashes"]}]
 
 
 def test_losing_the_update_agent_while_waiting_asks_again_and_reports_its_verdict() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 from collections.abc import Callable
@@ -364,6 +365,37 @@ def test_bad_params_are_refused_naming_the_field(start_rig: StartRig) -> None:
     assert done["state"] == "failed" and done["error"]["class"] == "ConfigurationError"
     assert str(broken) in done["error"]["message"] and done["error"]["step"] is None
     assert rig.bench.status("engine")["session"] == "default"
+
+
+def test_an_image_changed_since_its_download_is_not_flashed(start_rig: StartRig) -> None:
+    """The engine hands over the verified target's length and hashes; a cached file whose bytes no
+    longer match them (bit rot, tampering on the board) fails the job before a byte goes on the bus,
+    even when it still parses as a good HEX file (its checkMemory CRC would be computed from it)."""
+    rig = start_rig()
+    good = make_image(rig.root, "engine", "1.1.0")
+    digests = {"length": good.stat().st_size, "hashes": {"sha256": hashlib.sha256(good.read_bytes()).hexdigest(),
+                                                        "sha512": hashlib.sha512(good.read_bytes()).hexdigest()}}
+    other = make_image(rig.root, "engine", "6.6.6")  # well-formed, same size: only the digests tell
+    tampered = rig.root / "engine-cached.hex"
+    tampered.write_bytes(other.read_bytes())
+    assert tampered.stat().st_size == digests["length"]
+    before = versions(rig, "engine")
+    with rig.agent.client() as c, c.subscribe(*EVENTS) as sub:
+        c.call("update_agent.job.flash", {**flash_params("tampered", "engine", tampered), **digests})
+        c.call("update_agent.job.rollback", {"job_id": "tampered-reflash", "ecu": "engine", "method": "reflash",
+                                             "image_path": str(tampered), "format": "ihex", **digests})
+        done = wait_done(sub, {"tampered", "tampered-reflash"})
+    for job in done.values():
+        assert job["state"] == "failed" and job["error"]["class"] == "VerificationError"
+        assert "SHA-256 mismatch" in job["error"]["message"] and str(tampered) in job["error"]["message"]
+        assert job["error"]["step"] is None
+    assert rig.bench.status("engine")["session"] == "default"
+    assert versions(rig, "engine") == before
+    # the same digests over the untouched file: flashed
+    with rig.agent.client() as c, c.subscribe(*EVENTS) as sub:
+        c.call("update_agent.job.flash", {**flash_params("good", "engine", good), **digests})
+        assert wait_done(sub, {"good"})["good"]["state"] == "succeeded"
+    assert versions(rig, "engine") == {"engine": "1.1.0"}
 
 
 def test_baseline_match_uses_the_last_readings_or_fresh_ones(start_rig: StartRig) -> None:

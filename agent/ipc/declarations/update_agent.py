@@ -12,6 +12,7 @@ daemon died reports ``failed`` with error class ``Interrupted``.
 
 from __future__ import annotations
 
+from agent.ipc.declarations.dmclient import HASHES, LENGTH
 from agent.ipc.registry import Event, Group, Method
 from agent.ipc.schema import (
     AbsPath,
@@ -117,22 +118,27 @@ GROUP = Group(
            params=Record(job_id=JOB_ID, ecu=ECU, image_path=AbsPath(), format=IMAGE_FORMAT,
                          base_address=Opt(Int(minimum=0, maximum=0xFFFFFFFFFFFF)),
                          software_version=Opt(Str(min_len=1, max_len=64,
-                                                  doc="the software version (F189) inside the image"))),
+                                                  doc="the software version (F189) inside the image")),
+                         length=Opt(LENGTH), hashes=Opt(HASHES)),
            result=Record(job_id=JOB_ID),
            doc="Queue a flash of one ECU with its flash script; answers at once. Same id again: the "
                "existing job. With software_version, an A/B ECU that already runs it is not flashed "
                "(result already_active): its inactive bank holds the previous image, which a second "
-               "flash would overwrite."),
+               "flash would overwrite. With length and hashes (the verified target's), the image file is "
+               "checked against them before it is read: a file changed since its download fails the job "
+               "(VerificationError) before a byte goes on the bus."),
     Method("update_agent.job.rollback",
            params=Record(job_id=JOB_ID, ecu=ECU, method=Enum("switch_bank", "reflash"),
                          image_path=Opt(AbsPath()), format=Opt(IMAGE_FORMAT),
                          base_address=Opt(Int(minimum=0, maximum=0xFFFFFFFFFFFF)),
                          expected_version=Opt(Str(min_len=1, max_len=64,
                                                   doc="switch_bank: the software version (F189) the ECU ran "
-                                                      "before the update"))),
+                                                      "before the update")),
+                         length=Opt(LENGTH), hashes=Opt(HASHES)),
            result=Record(job_id=JOB_ID),
            doc="Queue a rollback: switch_bank (A/B ECUs: revert routine 0211 + reset) or reflash "
-               "(flash the previous image given by image_path). With expected_version, switch_bank first "
+               "(flash the previous image given by image_path, checked against length and hashes when "
+               "given, as for job.flash). With expected_version, switch_bank first "
                "reads the ECU's software version: already on it, the job succeeds without a switch "
                "(result bank_switch 'not_needed', after a reset that settles any pending activation); "
                "else it reverts and the version read back must be expected_version (result bank_switch "
