@@ -155,9 +155,15 @@ def test_cancel_mid_download_leaves_nothing_in_the_ecu_cache(bench: Bench) -> No
     assert (cancelled.state, cancelled.running_version, cancelled.slot) == ("cancelled", "1.0.0", "a")
     assert again == cancelled  # idempotent
     assert holders(bench.ecu.cache_dir, image.data) == []
-    with bench.ecu.dmclient_client() as dm:
-        downloads = dm.call("dmclient.download.status")["targets"]
-    assert [t["state"] for t in downloads if t["sha256"] == image.hashes["sha256"]] == ["cancelled"]
+    # dmclient's cancel of a running transfer is a request its worker acts on: await its state event
+    with bench.ecu.dmclient_client() as dm, dm.subscribe("dmclient.download.state") as sub:
+        while True:
+            downloads = dm.call("dmclient.download.status")["targets"]
+            states = [t["state"] for t in downloads if t["sha256"] == image.hashes["sha256"]]
+            if states != ["downloading"]:
+                break
+            sub.get(timeout=TIMEOUT)  # raises if no state change comes
+    assert states == ["cancelled"]
 
 
 def test_partial_verification_refuses_before_any_byte_is_fetched(bench: Bench, tmp_path: Path) -> None:
